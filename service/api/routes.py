@@ -1,0 +1,62 @@
+"""Routes: evaluation and health."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.body import read_json_body
+from service.api.errors import ApiError
+from service.api.json import json_response
+from service.bootstrap import Container
+
+router = APIRouter()
+
+
+def _container(request: Request) -> Container:
+    container: Container = request.app.state.container
+    return container
+
+
+def _as_of(value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise ApiError(400, "invalid", f"asOf: '{value}' is not a date (YYYY-MM-DD)") from None
+
+
+@router.post("/evaluate")
+async def evaluate(request: Request, as_of: str | None = Query(None, alias="asOf")) -> Response:
+    """Evaluate a FHIR Bundle statelessly: one result per patient (contract.md §3)."""
+    container = _container(request)
+    day = _as_of(as_of)
+    body = await read_json_body(request, container.settings.max_body_bytes)
+    results = await run_in_threadpool(container.evaluator.evaluate_bytes, body, day)
+    return json_response({"results": results})
+
+
+@router.get("/healthz")
+async def healthz() -> Response:
+    """The process is up."""
+    return json_response({"status": "ok"})
+
+
+@router.get("/readyz")
+async def readyz(request: Request) -> Response:
+    """Rules are loaded (and, when enabled, the store and Kafka are reachable)."""
+    runner = _container(request).current_runner()
+    return json_response({"status": "ready", "ruleset": runner.ruleset.version})
+
+
+@router.get("/rules")
+async def rules(request: Request) -> Response:
+    """The loaded ruleset: name, version, digest and rule ids."""
+    rs = _container(request).current_runner().ruleset
+    return json_response(
+        {"name": rs.name, "version": rs.version, "digest": rs.digest, "rules": [r.id for r in rs.rules]}
+    )

@@ -1,0 +1,113 @@
+"""Command line: `oligocds serve | evaluate FILE… | rules check | rules test`."""
+
+from __future__ import annotations
+
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Annotated
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from service.config import Settings, get_settings
+
+app = typer.Typer(help="OligoCDS: decision support for skeletal metastases and oligometastatic disease.")
+rules_app = typer.Typer(help="Check and test the rule files.")
+app.add_typer(rules_app, name="rules")
+
+
+@app.command()
+def serve() -> None:
+    """Run the HTTP service (and the Kafka worker when OLIGOCDS_KAFKA_BOOTSTRAP is set)."""
+    import uvicorn
+
+    from service.api.app import create_app
+
+    settings = get_settings()
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+
+
+@app.command()
+def evaluate(
+    files: Annotated[list[Path], typer.Argument(help="FHIR Bundle JSON files", exists=True, dir_okay=False)],
+    as_of: Annotated[str | None, typer.Option("--as-of", help="evaluation date YYYY-MM-DD")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="json or table")] = "json",
+) -> None:
+    """Evaluate bundles and print {"results": [...]}."""
+    from service.bootstrap import bootstrap
+    from service.fhir.parse import BundleError
+
+    day = date.fromisoformat(as_of) if as_of else None
+    container = bootstrap(get_settings())
+    results = []
+    try:
+        for path in files:
+            try:
+                results.extend(container.evaluator.evaluate_bytes(path.read_bytes(), day))
+            except BundleError as exc:
+                typer.echo(f"{path}: {exc.status} {exc.diagnostics}", err=True)
+                raise typer.Exit(2) from exc
+    finally:
+        container.close()
+    if fmt == "table":
+        _print_table(results)
+    else:
+        sys.stdout.write(orjson.dumps({"results": results}, option=orjson.OPT_INDENT_2).decode() + "\n")
+
+
+def _print_table(results: list[dict[str, object]]) -> None:
+    console = Console()
+    for result in results:
+        a = result["assessment"]
+        assert isinstance(a, dict)
+        console.print(f"[bold]{result['patient']}[/bold]  OMD {a['omdState']}  class {a['omdClass']}")
+        table = Table("indicator", "rule", "code", "summary")
+        for rec in result["recommendations"]:  # type: ignore[attr-defined]
+            table.add_row(rec["indicator"], rec["rule"], rec["code"], rec["summary"])
+        console.print(table)
+        for issue in result["issues"]:  # type: ignore[attr-defined]
+            console.print(f"  {issue['code']}: {issue['input']} {issue['rules']}")
+
+
+@rules_app.command("check")
+def rules_check(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
+    """Validate the rule files against the schema; print name, version and digest."""
+    from service.rules.loader import RuleFileError, default_rules_dir, load_ruleset
+
+    settings: Settings = get_settings()
+    try:
+        rs = load_ruleset(directory or settings.rules_dir or default_rules_dir(), settings.rule_settings())
+    except RuleFileError as exc:
+        typer.echo(f"invalid rules: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(f"{rs.name} {rs.version} {rs.digest}: {len(rs.rules)} rules in {len(rs.stages)} stages")
+
+
+@rules_app.command("test")
+def rules_test(cases: Annotated[Path, typer.Argument()] = Path("tests/fixtures")) -> None:
+    """Run rule test cases (folders with bundle.json + expected.json)."""
+    from service.bootstrap import bootstrap
+    from service.cases import find_cases, run_case
+
+    container = bootstrap(get_settings())
+    failed = 0
+    try:
+        folders = find_cases(cases)
+        for folder in folders:
+            result = run_case(folder, container.evaluator)
+            typer.echo(f"{'ok  ' if result.ok else 'FAIL'} {result.name}")
+            for failure in result.failures:
+                typer.echo(f"     {failure}")
+            failed += not result.ok
+    finally:
+        container.close()
+    typer.echo(f"{len(folders) - failed} passed, {failed} failed")
+    if failed or not folders:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,57 @@
+"""Settings (contract.md §7): one pydantic-settings class, read from OLIGOCDS_* environment variables.
+
+Nothing is built at import time: call get_settings() (cached) or construct Settings(...) in tests.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="OLIGOCDS_", extra="ignore")
+
+    env: Literal["development", "production"] = "production"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    store_url: str = "sqlite:///./oligocds.db"
+    rules_dir: Path | None = None
+    kafka_bootstrap: str | None = None
+    kafka_input_topic: str = "fhir.bundles"
+    kafka_output_topic: str = "oligocds.results"
+    kafka_dlq_topic: str = "fhir.bundles.dlq"
+    fhir_writeback_url: str | None = None
+    cds_trusted_issuers: str | None = None
+    max_body_bytes: int = 5 * 1024 * 1024
+    canonical_base: str = "http://oligocds.org/fhir"
+    public_base_url: str | None = None
+    cors_origins: str | None = None
+    fhir_timeout_ms: int = 400
+
+    # Clinical [CONFIG] values of clinical-rules.md §8; the rule files read them as {setting: name}.
+    controlled_primary_days: int = Field(90, ge=0)
+    stale_ps_days: int = Field(90, ge=0)
+    stale_renal_days: int = Field(30, ge=0)
+    pathfx_probability: float = Field(0.5, ge=0, le=1)
+    systemic_includes_endocrine: bool = True
+    systemic_lookback_days: int = Field(90, ge=0)
+    adt_lookback_days: int = Field(183, ge=0)
+    trial_pattern_activity: bool = False
+
+    def rule_settings(self) -> dict[str, bool | int | float | str]:
+        """The settings that rule files may reference."""
+        return {
+            "controlled_primary_days": self.controlled_primary_days,
+            "pathfx_probability": self.pathfx_probability,
+            "trial_pattern_activity": self.trial_pattern_activity,
+        }
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

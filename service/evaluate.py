@@ -1,0 +1,89 @@
+"""The use case: FHIR bundle → facts → rules → result objects (contract.md §3).
+
+The only module that joins `fhir/` and `rules/`. Parsing, validation and fact reading run on the caller's
+thread; the rules run on the engine's owner thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+from service.domain.assessment import assessment
+from service.domain.facts import PatientFacts
+from service.domain.result import Issue, Recommendation, RulesetInfo
+from service.fhir.cards import cards
+from service.fhir.careplan import care_plan
+from service.fhir.facts import FactOptions, patient_facts
+from service.fhir.parse import ParsedBundle, PatientResources, parse_bundle, read_bundle
+from service.rules.engine import RulesEngine
+from service.rules.evaluator import RuleResults, RuleRunner
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluator:
+    engine: RulesEngine
+    runner: Callable[[], RuleRunner]  # the current ruleset (hot reload swaps it)
+    options: FactOptions
+    canonical_base: str
+
+    def evaluate_bytes(self, body: bytes, as_of: date | None = None) -> list[dict[str, Any]]:
+        return self.evaluate_parsed(parse_bundle(body), as_of)
+
+    def evaluate_json(self, data: Any, as_of: date | None = None) -> list[dict[str, Any]]:
+        return self.evaluate_parsed(read_bundle(data), as_of)
+
+    def evaluate_parsed(self, parsed: ParsedBundle, as_of: date | None = None) -> list[dict[str, Any]]:
+        day = as_of or datetime.now(UTC).date()
+        issues = list(parsed.issues)
+        results = []
+        for group in parsed.patients:
+            results.append(self.evaluate_patient(group, day, parsed.duplicate_conflicts.get(group.patient, ())))
+        if issues:
+            for result in results:
+                result["issues"].extend(_issue_json(Issue(i.code, i.input, i.rules, i.detail)) for i in issues)
+        return results
+
+    def evaluate_patient(
+        self, group: PatientResources, as_of: date, duplicates: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        pf = patient_facts(group.patient, group.resources, as_of, self.options, duplicates)
+        runner = self.runner()
+        outcome = self.engine.call(runner.evaluate, pf)
+        return render(pf, outcome, runner, self.canonical_base)
+
+
+def render(pf: PatientFacts, outcome: RuleResults, runner: RuleRunner, canonical_base: str) -> dict[str, Any]:
+    rs = runner.ruleset
+    info = RulesetInfo(rs.name, rs.version, rs.digest)
+    summary = assessment(pf)
+    plan = care_plan(pf.patient, info, outcome.recommendations, pf.cancer_conditions, canonical_base)
+    return {
+        "patient": pf.patient,
+        "evaluatedAt": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "asOf": pf.as_of.isoformat(),
+        "ruleset": {"name": info.name, "version": info.version, "digest": info.digest},
+        "assessment": summary,
+        "recommendations": [_rec_json(r) for r in outcome.recommendations],
+        "issues": [_issue_json(i) for i in outcome.issues],
+        "carePlan": plan,
+        "cards": cards(pf.patient, summary, outcome.recommendations, outcome.issues, info, canonical_base, plan),
+    }
+
+
+def _rec_json(rec: Recommendation) -> dict[str, Any]:
+    return {
+        "code": rec.code,
+        "rule": rec.rule,
+        "indicator": rec.indicator,
+        "summary": rec.summary,
+        "detail": rec.detail,
+        "evidence": list(rec.evidence),
+        "citation": rec.citation,
+    }
+
+
+def _issue_json(issue: Issue) -> dict[str, Any]:
+    return {"code": issue.code, "input": issue.input, "rules": list(issue.rules), "detail": issue.detail}

@@ -1,0 +1,147 @@
+"""Recommendations → CDS Hooks 2.0 cards (cds-hooks.md §6, contract.md §3). No element is null or empty."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from service.domain.result import Issue, Recommendation, RulesetInfo
+from service.fhir.util import LOCAL
+
+REVIEW_URL = "https://doi.org/10.3390/curroncol32040226"
+ORDER = {"critical": 0, "warning": 1, "info": 2}
+OVERRIDE_REASONS = (
+    ("already-addressed", "Already addressed"),
+    ("not-clinically-appropriate", "Not clinically appropriate for this patient"),
+    ("patient-declined", "Patient declined"),
+    ("data-incorrect", "The patient data behind this card are incorrect"),
+)
+
+
+def card_uuid(canonical_base: str, patient: str, rule: str, code: str, lesion: str | None = None) -> str:
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, canonical_base)
+    name = f"{patient}#{rule}#{code}" + (f"#{lesion}" if lesion else "")
+    return str(uuid.uuid5(namespace, name))
+
+
+def short(text: str, limit: int = 139) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _source(label_rule: str, ruleset: RulesetInfo, code: str, display: str, url: str | None) -> dict[str, Any]:
+    source: dict[str, Any] = {
+        "label": f"OligoCDS {label_rule}, ruleset {ruleset.version}",
+        "topic": {"system": LOCAL, "code": code, "display": display},
+    }
+    if url:
+        source["url"] = url
+    return source
+
+
+def _ruleset_ext(ruleset: RulesetInfo) -> dict[str, str]:
+    return {"name": ruleset.name, "version": ruleset.version, "digest": ruleset.digest}
+
+
+def recommendation_card(rec: Recommendation, patient: str, ruleset: RulesetInfo, canonical_base: str) -> dict[str, Any]:
+    why = (
+        f"\n\n**Why this card**: rule {rec.rule} fired on {', '.join(rec.evidence) or 'the patient record'}. "
+        f"Ruleset {ruleset.name} {ruleset.version}."
+    )
+    card: dict[str, Any] = {
+        "uuid": card_uuid(canonical_base, patient, rec.rule, rec.code, rec.lesion),
+        "summary": short(rec.summary),
+        "detail": rec.detail + why,
+        "indicator": rec.indicator,
+        "source": _source(rec.rule, ruleset, rec.code, short(rec.summary, 100), rec.source_url),
+        "extension": {
+            "org.oligocds.ruleset": _ruleset_ext(ruleset),
+            "org.oligocds.explanation": {
+                "rule": rec.rule,
+                "code": rec.code,
+                "rulesetVersion": ruleset.version,
+                "evidence": list(rec.evidence),
+                **rec.explanation,
+            },
+        },
+    }
+    if rec.indicator == "critical":
+        card["overrideReasons"] = [{"system": LOCAL, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+    return card
+
+
+def summary_card(
+    patient: str,
+    assessment: dict[str, Any],
+    issues: Sequence[Issue],
+    ruleset: RulesetInfo,
+    canonical_base: str,
+    care_plan: dict[str, Any],
+) -> dict[str, Any]:
+    count = assessment["lesionCount"]
+    n = count["value"]
+    organs = len(assessment["organs"])
+    state = assessment["omdState"]
+    counted = f"{n if n is not None else 'unknown'}{'' if count['exact'] else '+'} lesions in {organs} organs"
+    summary = {
+        "oligometastatic": f"Oligometastatic disease: {counted} (1–5 = OMD, review definition)",
+        "possible": f"Possible oligometastatic disease: at least {counted}; confirm the lesion count",
+        "polymetastatic": f"Polymetastatic disease: {counted} (more than 5 or diffuse)",
+    }.get(state, f"Metastatic disease, oligometastatic status unknown ({counted})")
+    lines = [
+        f"**Oligometastatic status (OMD-01):** {state}",
+        f"**Oligometastatic disease class (ESTRO/EORTC 2020):** {assessment['omdClass']}",
+        f"**Controlled primary (OMD-03):** {_show(assessment['controlledPrimary'])}; "
+        f"**ECOG:** {_show(assessment['ecog'])}",
+    ]
+    if issues:
+        lines.append("\n**Open questions in the record**")
+        lines.extend(f"- {i.code}: {i.input} ({', '.join(i.rules) or 'input check'}) — {i.detail}" for i in issues)
+    lines.append(f"\nRuleset {ruleset.name} {ruleset.version}. For discussion at tumor board.")
+    card: dict[str, Any] = {
+        "uuid": card_uuid(canonical_base, patient, "OMD", "assessment"),
+        "summary": short(summary),
+        "detail": "\n".join(lines),
+        "indicator": "info",
+        "source": _source("OMD-01", ruleset, "oligometastatic-assessment", "OMD assessment", REVIEW_URL),
+        "extension": {"org.oligocds.ruleset": _ruleset_ext(ruleset)},
+    }
+    if care_plan.get("activity"):
+        card["suggestions"] = [
+            {
+                "label": "Create draft care plan",
+                "uuid": card_uuid(canonical_base, patient, "OMD", "create-care-plan"),
+                "isRecommended": False,
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": "Create the draft CarePlan proposal",
+                        "resource": care_plan,
+                    }
+                ],
+            }
+        ]
+        card["selectionBehavior"] = "at-most-one"
+    return card
+
+
+def _show(value: Any) -> str:
+    return "unknown" if value is None else str(value).lower()
+
+
+def cards(
+    patient: str,
+    assessment: dict[str, Any],
+    recs: Sequence[Recommendation],
+    issues: Sequence[Issue],
+    ruleset: RulesetInfo,
+    canonical_base: str,
+    care_plan: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Summary card first (when a distant metastasis is active), then critical → warning → info, rule id."""
+    ordered = sorted(recs, key=lambda r: (ORDER[r.indicator], r.rule, r.code, r.lesion or ""))
+    out = [recommendation_card(r, patient, ruleset, canonical_base) for r in ordered]
+    if assessment["omdState"] != "not-applicable":
+        out.insert(0, summary_card(patient, assessment, issues, ruleset, canonical_base, care_plan))
+    return out

@@ -1,0 +1,174 @@
+"""Code tables of fhir-mapping.md §3–§4: organ buckets, primary sites, body-site classes, LOINC codes."""
+
+from __future__ import annotations
+
+from service.fhir.util import ICD10CM, LOINC, SNOMED, codings
+
+# --- metastases: organ buckets (§4.1) ---------------------------------------------------------------------
+SECONDARY_SNOMED = {
+    "94222008": "bone",
+    "94409002": "bone-marrow",
+    "94381002": "liver",
+    "94391008": "lung",
+    "94225005": "brain",
+    "94181007": "lymph-node",
+    "128462008": None,  # generic: organ from bodySite
+    "712849003": "bone",  # prostate cancer metastatic to bone (precoordinated)
+    "424887002": "bone",  # thyroid cancer metastatic to bone (precoordinated)
+}
+SECONDARY_ICD10 = {
+    "C79.51": "bone",
+    "C79.5": "bone",
+    "C7B.03": "bone",
+    "C79.52": "bone-marrow",
+    "C78.7": "liver",
+    "C78.0": "lung",
+    "C78.00": "lung",
+    "C78.01": "lung",
+    "C78.02": "lung",
+    "C79.31": "brain",
+    "C79.32": "meninges",
+    "C78.2": "pleura",
+    "C78.6": "peritoneum",
+    "C79.70": "adrenal",
+    "C79.71": "adrenal",
+    "C79.72": "adrenal",
+    "C79.9": None,
+    "C79.89": None,
+}
+DIFFUSE_ORGANS = frozenset({"bone-marrow", "pleura", "peritoneum", "meninges"})
+VISCERAL_ORGANS = frozenset({"lung", "liver", "brain", "adrenal", "pleura", "peritoneum", "meninges", "other-visceral"})
+
+# Body sites that give the organ of a generic secondary code (128462008 + bodySite).
+BODY_SITE_ORGAN = {
+    "10200004": "liver",
+    "39607008": "lung",
+    "12738006": "brain",
+    "23451007": "adrenal",
+    "3120008": "pleura",
+    "15425007": "peritoneum",
+    "59441001": "lymph-node",
+}
+
+# --- primary cancers (§4.2) --------------------------------------------------------------------------------
+PRIMARY_SNOMED = {
+    "254837009": "breast",
+    "372137005": "breast",
+    "408643008": "breast",
+    "353431000119107": "breast",
+    "353561000119103": "breast",
+    "399068003": "prostate",
+    "712849003": "prostate",
+    "363358000": "lung_other",
+    "254637007": "lung_nsclc",
+    "702391001": "kidney_rcc",
+    "363518003": "kidney_rcc",
+    "363478007": "thyroid",
+    "424887002": "thyroid",
+    "109989006": "myeloma",
+}
+PRIMARY_ICD10_PREFIX = {
+    "C50": "breast",
+    "C61": "prostate",
+    "C34": "lung_other",
+    "C64": "kidney_rcc",
+    "C73": "thyroid",
+    "C90.0": "myeloma",
+}
+
+
+def secondary_organ(code: object) -> tuple[bool, str | None]:
+    """(is a secondary cancer code, organ bucket or None when the code does not say)."""
+    for system, value in codings(code):
+        if system == SNOMED and value in SECONDARY_SNOMED:
+            return True, SECONDARY_SNOMED[value]
+        if system == ICD10CM and value in SECONDARY_ICD10:
+            return True, SECONDARY_ICD10[value]
+        if system == ICD10CM and value[:3] in ("C77", "C78", "C79", "C7B"):
+            return True, "lymph-node" if value.startswith("C77") else None
+    return False, None
+
+
+def primary_site(code: object) -> str | None:
+    for system, value in codings(code):
+        if system == SNOMED and value in PRIMARY_SNOMED:
+            return PRIMARY_SNOMED[value]
+        if system == ICD10CM:
+            for prefix, site in PRIMARY_ICD10_PREFIX.items():
+                if value.startswith(prefix):
+                    return site
+    return None
+
+
+def is_cancer_code(code: object) -> bool:
+    """A code that is clearly meant as a cancer diagnosis (ICD-10-CM C00–C96, or a known SNOMED cancer)."""
+    for system, value in codings(code):
+        if system == ICD10CM and value[:1] == "C" and value[1:3].isdigit() and int(value[1:3]) <= 96:
+            return True
+        if system == SNOMED and (value in PRIMARY_SNOMED or value in SECONDARY_SNOMED or value == "363346000"):
+            return True
+    return False
+
+
+# --- body sites → site class and Mirels site points (§4.4) ------------------------------------------------
+PROXIMAL, DISTAL = "40415009", "46053002"
+SITE_CLASS = {
+    "71341001": "weight-bearing-long-bone",  # femur
+    "2812003": "weight-bearing-long-bone",  # head of femur
+    "29627003": "weight-bearing-long-bone",  # neck of femur
+    "41111004": "weight-bearing-long-bone",  # shaft of femur
+    "85050009": "weight-bearing-long-bone",  # humerus
+    "12611008": "other-long-bone",  # tibia
+    "87342007": "other-long-bone",  # fibula
+    "62413002": "other-long-bone",  # radius
+    "23416004": "other-long-bone",  # ulna (distal ulna → minor)
+    "113197003": "minor",  # rib
+    "51299004": "minor",  # clavicle
+    "421060004": "spine",
+    "122496007": "spine",
+    "3572006": "spine",
+    "73903008": "spine",
+    "35769007": "spine",
+    "87141009": "spine",
+    "61032001": "spine",
+    "280849005": "spine",
+    "91116008": "spine",
+    "118645006": "pelvis",
+    "22356005": "pelvis",
+    "85710004": "pelvis",
+    "37783008": "pelvis",
+    "719537008": "pelvis",
+    "79601000": "other",  # scapula
+    "119186007": "other",  # bone, unspecified
+    "14016003": "other",  # bone marrow
+}
+# Individual ribs 1st…12th (fhir-mapping.md §4.4: 48535007 … 43993008).
+RIBS = {"48535007", "43993008"}
+MIRELS_SITE_POINTS = {
+    "2812003": 3,
+    "29627003": 3,
+    "41111004": 2,
+    "12611008": 2,
+    "87342007": 2,
+    "85050009": 1,
+    "62413002": 1,
+    "23416004": 1,
+}
+
+# --- observations (§3.2–§3.4, §4.6) ------------------------------------------------------------------------
+ECOG = "89247-1"
+KPS = "89243-0"
+DISEASE_STATUS = ("97509-4", "88040-1")
+WORSENED = "271299001"
+TUMOR_SIZE = "21889-1"
+M_CATEGORY_SNOMED = ("277208005", "399387003", "371497001")
+M_CATEGORY_LOINC = ("21907-1", "21901-4", "21913-9")
+CM0_SNOMED = {"1229901006", "1229902004", "1229903009"}
+ER_LOINC = ("85337-4", "40556-3", "16112-5", "85329-1", "14228-1")
+PR_LOINC = ("85339-0", "40557-1", "16113-3", "85325-9", "14230-7")
+HER2_LOINC = ("48676-1", "85319-2", "18474-7", "85318-4", "49683-6", "31150-6")
+POSITIVE = {(LOINC, "LA6576-8"), (SNOMED, "10828004")}
+NEGATIVE = {(LOINC, "LA6577-6"), (SNOMED, "260385009")}
+EQUIVOCAL = {(LOINC, "LA11885-0"), (SNOMED, "42425007")}
+CURATIVE = "373808002"
+RADIOTHERAPY_COURSE = "1217123003"

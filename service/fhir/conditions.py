@@ -1,0 +1,206 @@
+"""Cancer Conditions → primary cancer facts and the metastases (lesions) with their counts
+(fhir-mapping.md §2, §3.1, §4.1–§4.4; clinical-rules.md §3.1 lesion counting)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from service.domain.facts import InputIssue
+from service.fhir import codes
+from service.fhir.readings import Invalid, Reading, by_focus, latest, read_all, value_int
+from service.fhir.util import (
+    LOCAL,
+    SNOMED,
+    Resource,
+    codings,
+    extensions,
+    has_code,
+    local_code,
+    parse_date,
+    ref_id,
+    rid,
+)
+
+INACTIVE_CLINICAL = frozenset({"inactive", "resolved", "remission"})
+EXCLUDED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
+PRIMARY_PROFILE = "mcode-primary-cancer-condition"
+SECONDARY_PROFILE = "mcode-secondary-cancer-condition"
+REGIONAL_NODE_CODES = {"94181007"}  # axillary nodes: regional for breast cancer [CONFIG]
+
+
+@dataclass(slots=True)
+class Metastasis:
+    condition: str
+    organ: str
+    site_class: str
+    body_sites: tuple[str, ...]
+    active: bool
+    regional: bool
+    onset: date | None
+    count: int | None = None  # exact per-site count (local count with focus, or linked Tumor BodyStructures)
+    count_sources: tuple[str, ...] = ()
+
+    @property
+    def lower_bound(self) -> int:
+        return self.count if self.count is not None else max(1, len(self.body_sites))
+
+
+@dataclass(slots=True)
+class CancerPicture:
+    primaries: list[Resource] = field(default_factory=list)
+    primary_site: str | None = None
+    primary_dx_date: date | None = None
+    primary_ids: list[str] = field(default_factory=list)
+    mets: list[Metastasis] = field(default_factory=list)
+    total_count: Reading | None = None
+    earlier_counts: list[Reading] = field(default_factory=list)
+    fractures: list[Resource] = field(default_factory=list)
+
+    @property
+    def distant(self) -> list[Metastasis]:
+        return [m for m in self.mets if m.active and not m.regional]
+
+
+def _profiles(resource: Resource) -> list[str]:
+    return [str(p) for p in (resource.get("meta") or {}).get("profile") or []]
+
+
+def _has_profile(resource: Resource, suffix: str) -> bool:
+    return any(p.rstrip("/").split("/")[-1].startswith(suffix) for p in _profiles(resource))
+
+
+def _status(resource: Resource, key: str) -> str | None:
+    return next((c for _, c in codings(resource.get(key))), None)
+
+
+def is_active(condition: Resource) -> bool:
+    clinical = _status(condition, "clinicalStatus")
+    verification = _status(condition, "verificationStatus")
+    return clinical not in INACTIVE_CLINICAL and verification not in EXCLUDED_VERIFICATION
+
+
+def dx_date(condition: Resource) -> date | None:
+    onset = condition.get("onsetDateTime") or (condition.get("onsetPeriod") or {}).get("start")
+    found = parse_date(onset) or parse_date(condition.get("recordedDate"))
+    if found:
+        return found
+    for ext in extensions(condition, ("condition-assertedDate",)):
+        return parse_date(ext.get("valueDateTime"))
+    return None
+
+
+def body_site_codes(condition: Resource) -> list[str]:
+    return [c for s, c in codings(condition.get("bodySite") or []) if s == SNOMED]
+
+
+def _qualifiers(condition: Resource) -> set[str]:
+    found: set[str] = set()
+    for site in condition.get("bodySite") or []:
+        for ext in extensions(site, ("mcode-body-location-qualifier", "mcode-location-qualifier")):
+            found.update(c for _, c in codings(ext.get("valueCodeableConcept")))
+    return found
+
+
+def site_class(organ: str, condition: Resource) -> str:
+    """`lesions[].siteClass` (clinical-rules.md §5.3): bone sites by body site; non-bone lesions are `other`."""
+    if organ != "bone":
+        return "other"
+    classes = set()
+    for code in body_site_codes(condition):
+        cls = codes.SITE_CLASS.get(code) or ("minor" if code in codes.RIBS else None)
+        if code == "23416004" and codes.DISTAL in _qualifiers(condition):
+            cls = "minor"
+        classes.add(cls or "unknown")
+    if len(classes) != 1:
+        return "unknown"  # no usable site, or sites of different classes on one Condition [CONFIG]
+    return classes.pop()
+
+
+def read_conditions(
+    conditions: Iterable[Resource], issues: list[InputIssue]
+) -> tuple[list[Resource], list[Metastasis], list[Resource]]:
+    """Split cancer Conditions into primaries, metastases and pathological-fracture Conditions."""
+    primaries: list[Resource] = []
+    mets: list[Metastasis] = []
+    fractures: list[Resource] = []
+    for cond in conditions:
+        if _status(cond, "verificationStatus") == "entered-in-error":
+            continue
+        code = cond.get("code")
+        is_secondary, organ = codes.secondary_organ(code)
+        if has_code(code, SNOMED, ["268029009"]):
+            fractures.append(cond)
+        if is_secondary or _has_profile(cond, SECONDARY_PROFILE):
+            mets.append(_metastasis(cond, organ, code))
+            if not is_secondary:
+                issues.append(
+                    InputIssue("unsupported-resource", "mets", f"{rid(cond)}: secondary cancer code not recognised")
+                )
+        if codes.primary_site(code) or _has_profile(cond, PRIMARY_PROFILE):
+            primaries.append(cond)
+            if not codes.primary_site(code):
+                issues.append(
+                    InputIssue("unsupported-resource", "primary_site", f"{rid(cond)}: cancer code not recognised")
+                )
+    return primaries, mets, fractures
+
+
+def _metastasis(cond: Resource, organ: str | None, code: object) -> Metastasis:
+    sites = body_site_codes(cond)
+    if organ is None:
+        organ = next((codes.BODY_SITE_ORGAN[s] for s in sites if s in codes.BODY_SITE_ORGAN), None)
+        if organ is None and any(s in codes.SITE_CLASS or s in codes.RIBS for s in sites):
+            organ = "bone"
+    organ = organ or "other"
+    regional = organ == "lymph-node" and any(c in REGIONAL_NODE_CODES for _, c in codings(code))
+    return Metastasis(
+        condition=rid(cond),
+        organ=organ,
+        site_class=site_class(organ, cond),
+        body_sites=tuple(dict.fromkeys(sites)),
+        active=is_active(cond),
+        regional=regional,
+        onset=dx_date(cond),
+    )
+
+
+def apply_counts(
+    mets: list[Metastasis],
+    count_obs: Iterable[Resource],
+    tumors: Iterable[Resource],
+    issues: list[InputIssue],
+) -> tuple[Reading | None, list[Reading]]:
+    """Per-site counts onto the metastases; return the latest total count and every total count reading."""
+    readings = read_all(count_obs, _count, "n_mets", issues)
+    groups = by_focus(readings)
+    per_tumor: dict[str, list[str]] = {}
+    for tumor in tumors:
+        for ext in extensions(tumor, ("mcode-related-condition", "condition-related")):
+            target = ref_id(ext.get("valueReference"))
+            if target:
+                per_tumor.setdefault(target, []).append(rid(tumor))
+    for met in mets:
+        selected = latest(groups.get(met.condition, []))
+        if selected and selected.value is not None and not selected.conflicting:
+            met.count, met.count_sources = int(selected.value), selected.sources
+        elif met.condition in per_tumor:
+            met.count, met.count_sources = len(per_tumor[met.condition]), tuple(per_tumor[met.condition])
+    totals = groups.get(None, [])
+    chosen = latest(totals)
+    total = None
+    if chosen and not chosen.conflicting:
+        total = next(r for r in totals if r.source == chosen.sources[0])
+    return total, totals
+
+
+def _count(obs: Resource) -> int | None:
+    value = value_int(obs)
+    if value < 0:
+        raise Invalid("lesion count must be ≥ 0")
+    return value
+
+
+def is_local(obs: Resource, code: str) -> bool:
+    return local_code(obs.get("code")) == code and any(s == LOCAL for s, _ in codings(obs.get("code")))

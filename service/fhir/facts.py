@@ -1,0 +1,285 @@
+"""One patient's validated resources → PatientFacts (fhir-mapping.md §2). The only entry point of this
+package for the use case: `patient_facts(...)`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from service.domain.facts import Fact, FactStatus, InputIssue, LesionFacts, PatientFacts, known, unknown
+from service.fhir import codes, observations
+from service.fhir.conditions import (
+    CancerPicture,
+    Metastasis,
+    apply_counts,
+    dx_date,
+    is_local,
+    read_conditions,
+)
+from service.fhir.medications import (
+    SYSTEMIC_CLASSES,
+    MedicationUse,
+    classes_between,
+    classes_ever,
+    classes_on,
+    medication_uses,
+)
+from service.fhir.performance import performance_facts
+from service.fhir.procedures import procedure_facts
+from service.fhir.util import Resource, add_months, parse_date, rid
+
+
+@dataclass(frozen=True, slots=True)
+class FactOptions:
+    """The [CONFIG] values fact reading needs (from Settings)."""
+
+    stale_ps_days: int = 90
+    stale_renal_days: int = 30
+    systemic_includes_endocrine: bool = True
+    systemic_lookback_days: int = 90
+    adt_lookback_days: int = 183
+
+
+ENDOCRINE = frozenset({"adt", "arpi", "abiraterone", "ai", "serm", "ofs"})
+
+
+def patient_facts(
+    patient: str,
+    resources: Iterable[Resource],
+    as_of: date,
+    options: FactOptions,
+    duplicate_conflicts: tuple[str, ...] = (),
+) -> PatientFacts:
+    by_type: dict[str, list[Resource]] = {}
+    for r in resources:
+        by_type.setdefault(str(r.get("resourceType")), []).append(r)
+    pf = PatientFacts(patient, as_of)
+    obs = by_type.get("Observation", [])
+    picture = _cancer_picture(by_type, obs, pf.issues)
+    pf.cancer_conditions = [*picture.primary_ids, *(m.condition for m in picture.mets if m.active)]
+    _put_all(pf, _primary_facts(picture, as_of))
+    _put_all(pf, _metastasis_facts(picture))
+    _put_all(pf, performance_facts(obs, as_of, options.stale_ps_days, pf.issues))
+    _put_all(pf, observations.local_facts(obs, pf.issues))
+    _put_all(pf, observations.staging_facts(obs, picture, pf.issues))
+    _put_all(pf, observations.status_facts(obs, picture))
+    _history_fallback(pf)
+    _put_all(pf, procedure_facts(by_type.get("Procedure", []), picture, as_of))
+    _put_all(pf, _patient_facts(by_type.get("Patient", []), as_of))
+    _put_all(pf, _omd_dates(pf, picture, obs))
+    uses = medication_uses(
+        [
+            *by_type.get("MedicationRequest", []),
+            *by_type.get("MedicationAdministration", []),
+            *by_type.get("MedicationStatement", []),
+        ]
+    )
+    _put_all(pf, _medication_facts(pf, uses, as_of, options))
+    _put_all(pf, _tumor_board_facts(pf))
+    pf.put(_not_planned(pf))
+    pf.put(known("duplicate_conflict", bool(duplicate_conflicts), duplicate_conflicts))
+    if duplicate_conflicts:
+        pf.put(Fact("duplicate_resource", None, status=FactStatus.CONFLICTING, sources=duplicate_conflicts))
+    pf.lesions = [_lesion(m, obs, picture) for m in picture.mets if m.active]
+    pf.organs = sorted({m.organ for m in picture.distant})
+    return pf
+
+
+def _put_all(pf: PatientFacts, facts: Iterable[Fact]) -> None:
+    for fact in facts:
+        pf.put(fact)
+
+
+def _cancer_picture(by_type: dict[str, list[Resource]], obs: list[Resource], issues: list[InputIssue]) -> CancerPicture:
+    primaries, mets, fractures = read_conditions(by_type.get("Condition", []), issues)
+    picture = CancerPicture(primaries=primaries, mets=mets, fractures=fractures)
+    dated = [(dx_date(p), p) for p in primaries]
+    picture.primary_ids = [rid(p) for p in primaries]
+    known_sites = [(d, p) for d, p in dated if codes.primary_site(p.get("code"))]
+    chosen = min(known_sites or dated, key=lambda t: t[0] or date.max, default=None)
+    if chosen:
+        picture.primary_dx_date = chosen[0]
+        picture.primary_site = codes.primary_site(chosen[1].get("code")) or "other"
+    count_obs = [o for o in obs if is_local(o, "metastatic-lesion-count")]
+    tumors = by_type.get("BodyStructure", [])
+    picture.total_count, picture.earlier_counts = apply_counts(mets, count_obs, tumors, issues)
+    return picture
+
+
+def _primary_facts(picture: CancerPicture, as_of: date) -> list[Fact]:
+    ids = tuple(picture.primary_ids)
+    facts = [
+        known("primary_site", picture.primary_site, ids) if picture.primary_site else unknown("primary_site"),
+    ]
+    if picture.primary_dx_date:
+        facts.append(known("primary_dx_date", picture.primary_dx_date.isoformat(), ids, picture.primary_dx_date))
+        facts.append(known("days_since_primary_dx", (as_of - picture.primary_dx_date).days, ids))
+    else:
+        facts += [unknown("primary_dx_date"), unknown("days_since_primary_dx", ("primary_dx_date",))]
+    return facts
+
+
+def _metastasis_facts(picture: CancerPicture) -> list[Fact]:
+    distant = picture.distant
+    sources = tuple(m.condition for m in distant)
+    organs = {m.organ for m in distant}
+    facts = [
+        known("has_active_distant_met", bool(distant), sources),
+        known("diffuse_disease", bool(organs & codes.DIFFUSE_ORGANS), sources),
+        known("bone_mets", "bone" in organs, sources),
+        known("bone_only", bool(distant) and organs == {"bone"}, sources),
+        known("visceral_mets", bool(organs & codes.VISCERAL_ORGANS), sources),
+        known("brain_mets", "brain" in organs, sources),
+        known("malignant_pleural_effusion", "pleura" in organs, sources),
+        known("n_organs", len(organs), sources),
+    ]
+    return facts + _count_facts(picture, distant)
+
+
+def _count_facts(picture: CancerPicture, distant: list[Metastasis]) -> list[Fact]:
+    total = picture.total_count
+    sources = tuple(m.condition for m in distant)
+    sites_lower = sum(m.lower_bound for m in distant)
+    per_site_exact = bool(distant) and all(m.count is not None for m in distant)
+    facts = [known("n_mets_reported", bool(total and int(total.value) > 0), (total.source,) if total else ())]
+    if total is not None:
+        count_sources = (total.source, *sources)
+        exact_value: int | None = int(total.value)
+        facts.append(known("lesion_count_consistent", int(total.value) >= len(distant), count_sources))
+        facts.append(known("n_mets_min", int(total.value), count_sources))
+    else:
+        count_sources = tuple(s for m in distant for s in (m.condition, *m.count_sources))
+        exact_value = sites_lower if per_site_exact else None
+        facts.append(known("lesion_count_consistent", True, count_sources))
+        facts.append(known("n_mets_min", sites_lower, count_sources))
+    facts.append(known("n_mets", exact_value, count_sources) if exact_value is not None else unknown("n_mets"))
+    facts.append(_max_per_organ(distant, exact_value))
+    facts.append(_lifetime(picture, exact_value))
+    return facts
+
+
+def _max_per_organ(distant: list[Metastasis], exact_total: int | None) -> Fact:
+    organs = {m.organ for m in distant}
+    sources = tuple(m.condition for m in distant)
+    if distant and all(m.count is not None for m in distant):
+        per_organ: dict[str, int] = {}
+        for m in distant:
+            per_organ[m.organ] = per_organ.get(m.organ, 0) + int(m.count or 0)
+        return known("max_mets_per_organ", max(per_organ.values()), sources)
+    if exact_total is not None and len(organs) <= 1:
+        return known("max_mets_per_organ", exact_total, sources)
+    return unknown("max_mets_per_organ")
+
+
+def _lifetime(picture: CancerPicture, exact_total: int | None) -> Fact:
+    past = [m for m in picture.mets if not m.active and not m.regional]
+    if exact_total is None or any(m.count is None for m in past):
+        return unknown("n_mets_lifetime")
+    return known("n_mets_lifetime", exact_total + sum(int(m.count or 0) for m in past))
+
+
+def _patient_facts(patients: list[Resource], as_of: date) -> list[Fact]:
+    if not patients:
+        return [unknown("age"), unknown("sex")]
+    p = patients[0]
+    facts = [known("sex", str(p["gender"]), (rid(p),)) if p.get("gender") else unknown("sex")]
+    born = parse_date(p.get("birthDate"))
+    if born:
+        age = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
+        facts.append(known("age", age, (rid(p),)))
+    else:
+        facts.append(unknown("age"))
+    return facts
+
+
+def _omd_dates(pf: PatientFacts, picture: CancerPicture, obs: list[Resource]) -> list[Fact]:
+    """omd_dx_date from the local `omd-diagnosis` Observation, else (derived) the latest active metastasis
+    onset [CONFIG]; then the interval to the primary diagnosis in calendar months (rounded up)."""
+    omd = pf.facts.get("omd_dx_date")
+    facts: list[Fact] = []
+    if omd is None or not omd.usable:
+        onsets = [(m.onset, m.condition) for m in picture.distant if m.onset]
+        if onsets:
+            when, source = max(onsets)
+            omd = known("omd_dx_date", when.isoformat(), (source,), when, derived=True)
+            pf.issues.append(
+                InputIssue("derived-input", "omd_dx_date", f"OMD diagnosis date taken from the onset of {source}")
+            )
+            facts.append(omd)
+    omd_day = parse_date(omd.value) if omd and omd.usable else None
+    primary = picture.primary_dx_date
+    if omd_day and primary:
+        months = 0
+        while add_months(primary, months) < omd_day:
+            months += 1
+        sources = (*pf.get("primary_dx_date").sources, *(omd.sources if omd else ()))
+        facts.append(known("months_primary_to_omd", months, sources))
+    else:
+        facts.append(unknown("months_primary_to_omd", ("primary_dx_date", "omd_dx_date")))
+    return facts
+
+
+def _medication_facts(pf: PatientFacts, uses: list[MedicationUse], as_of: date, options: FactOptions) -> list[Fact]:
+    systemic = set(SYSTEMIC_CLASSES)
+    if not options.systemic_includes_endocrine:
+        systemic -= ENDOCRINE
+    facts: list[Fact] = []
+    omd = pf.facts.get("omd_dx_date")
+    omd_day = parse_date(omd.value) if omd and omd.usable else None
+    if omd_day:
+        on = [
+            u
+            for u in uses
+            if u.classes & systemic and u.classes & classes_on([u], omd_day, options.systemic_lookback_days)
+        ]
+        facts.append(known("on_systemic_therapy_at_omd_dx", bool(on), tuple(u.resource for u in on)))
+    else:
+        facts.append(unknown("on_systemic_therapy_at_omd_dx", ("omd_dx_date",)))
+    recent = classes_between(uses, as_of - timedelta(days=options.adt_lookback_days), as_of)
+    adt_uses = tuple(u.resource for u in uses if "adt" in u.classes)
+    facts.append(known("adt_last_6_months", "adt" in recent, adt_uses))
+    facts.append(known("adt_ever", "adt" in classes_ever(uses), adt_uses))
+    return facts
+
+
+def _tumor_board_facts(pf: PatientFacts) -> list[Fact]:
+    review = pf.facts.get("tumor_board_date")
+    omd = pf.facts.get("omd_dx_date")
+    after = bool(review and review.usable and omd and omd.usable and str(review.value) > str(omd.value))
+    return [known("tumor_board_after_omd_dx", after, review.sources if review and after else ())]
+
+
+def _history_fallback(pf: PatientFacts) -> None:
+    derived = pf.facts.pop("history_polymetastatic_derived", None)
+    if (
+        derived
+        and not pf.get("history_polymetastatic").usable
+        and pf.get("history_polymetastatic").status is not FactStatus.CONFLICTING
+    ):
+        pf.put(known("history_polymetastatic", True, derived.sources, derived=True))
+        pf.issues.append(
+            InputIssue("derived-input", "history_polymetastatic", f"derived from {', '.join(derived.sources)}")
+        )
+
+
+def _not_planned(pf: PatientFacts) -> Fact:
+    n_mets, planned = pf.value("n_mets"), pf.value("n_lesions_planned_curative")
+    if isinstance(n_mets, int) and isinstance(planned, int):
+        return known("n_lesions_not_planned", max(0, n_mets - planned), pf.get("n_mets").sources)
+    return unknown("n_lesions_not_planned", ("n_mets",))
+
+
+def _lesion(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> LesionFacts:
+    facts = observations.lesion_facts(met, obs, picture)
+    return LesionFacts(
+        condition=met.condition,
+        organ=met.organ,
+        site_class=met.site_class,
+        facts={f.name: f for f in facts},
+        fracture=str(facts_value(facts, "lesion_fracture")) if met.organ == "bone" else None,
+    )
+
+
+def facts_value(facts: list[Fact], name: str) -> object:
+    return next((f.value for f in facts if f.name == name), None)

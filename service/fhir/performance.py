@@ -1,0 +1,80 @@
+"""Performance status (PS-01, DQ-02, DQ-04, DQ-05): ECOG and Karnofsky with range checks, the KPS→ECOG
+derivation and staleness (clinical-rules.md §3.5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date, timedelta
+
+from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
+from service.fhir.codes import ECOG, KPS
+from service.fhir.readings import Invalid, Reading, read_all, value_int
+from service.fhir.util import LOINC, Resource, has_code
+
+# [KNOW] conventional approximate mapping: 100–90→0, 80–70→1, 60–50→2, 40–30→3, 20–10→4, 0→5.
+KPS_TO_ECOG = {100: 0, 90: 0, 80: 1, 70: 1, 60: 2, 50: 2, 40: 3, 30: 3, 20: 4, 10: 4, 0: 5}
+
+
+def _ecog(obs: Resource) -> int:
+    value = value_int(obs)
+    if not 0 <= value <= 5:
+        raise Invalid(f"ECOG {value} is outside 0–5")
+    return value
+
+
+def _kps(obs: Resource) -> int:
+    value = value_int(obs)
+    if not 0 <= value <= 100 or value % 10:
+        raise Invalid(f"Karnofsky {value} is outside 0–100 or not a multiple of 10")
+    return value
+
+
+def performance_facts(
+    observations: Iterable[Resource], as_of: date, stale_days: int, issues: list[InputIssue]
+) -> list[Fact]:
+    obs = list(observations)
+    ecogs = read_all((o for o in obs if has_code(o.get("code"), LOINC, [ECOG])), _ecog, "ecog", issues)
+    kpss = read_all((o for o in obs if has_code(o.get("code"), LOINC, [KPS])), _kps, "kps", issues)
+    ecog_r, kps_r = _newest(ecogs), _newest(kpss)
+    conflict = _conflict(ecogs, kpss)
+    facts = [known("ecog_kps_conflict", conflict is not None, conflict or ())]
+    facts.append(known("kps", kps_r.value, (kps_r.source,), kps_r.effective) if kps_r else unknown("kps"))
+    if conflict:
+        facts.append(Fact("ecog", None, FactStatus.CONFLICTING, conflict))
+        return facts
+    facts.append(_ecog_fact(ecog_r, kps_r, as_of, stale_days, issues))
+    return facts
+
+
+def _newest(readings: list[Reading]) -> Reading | None:
+    return max(readings, key=lambda r: r.effective or date.min, default=None)
+
+
+def _conflict(ecogs: list[Reading], kpss: list[Reading]) -> tuple[str, ...] | None:
+    """DQ-02: on the newest date that has performance status, ECOG and KPS differ by more than one step."""
+    dates = [r.effective for r in ecogs + kpss if r.effective]
+    if not dates:
+        return None
+    newest = max(dates)
+    for e in (r for r in ecogs if r.effective == newest):
+        for k in (r for r in kpss if r.effective == newest):
+            if abs(int(e.value) - KPS_TO_ECOG[int(k.value)]) > 1:
+                return (e.source, k.source)
+    return None
+
+
+def _ecog_fact(
+    ecog: Reading | None, kps: Reading | None, as_of: date, stale_days: int, issues: list[InputIssue]
+) -> Fact:
+    if ecog and (kps is None or (ecog.effective or date.min) >= (kps.effective or date.min)):
+        value, when, sources, derived = int(ecog.value), ecog.effective, (ecog.source,), False
+    elif kps:
+        value, when, sources, derived = KPS_TO_ECOG[int(kps.value)], kps.effective, (kps.source,), True
+        issues.append(
+            InputIssue("derived-input", "ecog", f"ECOG {value} derived from Karnofsky {kps.value} ({kps.source})")
+        )
+    else:
+        return unknown("ecog")
+    if when and when < as_of - timedelta(days=stale_days):
+        return Fact("ecog", value, FactStatus.STALE, sources, when, derived)
+    return known("ecog", value, sources, when, derived)

@@ -1,0 +1,86 @@
+"""Procedures → facts: definitive treatment of the primary (OMD-03), tumor board review (MDT-01), dental
+examination (BMA-05) and planned curative local treatment per lesion (MDT-02) (fhir-mapping.md §2, §3.7)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+from service.domain.facts import Fact, known, unknown
+from service.fhir import codes
+from service.fhir.conditions import CancerPicture
+from service.fhir.util import LOCAL, SNOMED, Resource, codings, extensions, has_code, parse_date, ref_id, rid
+
+DONE = frozenset({"completed"})
+PLANNED_OR_DONE = frozenset({"preparation", "in-progress", "completed"})
+
+
+def _performed(proc: Resource) -> date | None:
+    period = proc.get("performedPeriod")
+    if isinstance(period, dict):
+        return parse_date(period.get("end") or period.get("start"))
+    return parse_date(proc.get("performedDateTime"))
+
+
+def _curative(proc: Resource) -> bool:
+    return any(
+        any(c == codes.CURATIVE for _, c in codings(ext.get("valueCodeableConcept")))
+        for ext in extensions(proc, ("mcode-procedure-intent", "mcode-treatment-intent"))
+    )
+
+
+def _reasons(proc: Resource) -> set[str]:
+    return {r for r in (ref_id(x) for x in proc.get("reasonReference") or []) if r}
+
+
+def _local(proc: Resource, code: str) -> bool:
+    return has_code(proc.get("code"), LOCAL, [code])
+
+
+def procedure_facts(procedures: Iterable[Resource], picture: CancerPicture, as_of: date) -> list[Fact]:
+    procs = [p for p in procedures if p.get("status") != "entered-in-error"]
+    return [
+        *_primary_treatment(procs, picture, as_of),
+        *_dated("tumor_board_date", [p for p in procs if _local(p, "tumor-board-review")]),
+        *_dated("dental_exam_date", [p for p in procs if _local(p, "dental-exam")]),
+        _planned(procs, picture),
+    ]
+
+
+def _primary_treatment(procs: list[Resource], picture: CancerPicture, as_of: date) -> list[Fact]:
+    primary = set(picture.primary_ids)
+    done = [p for p in procs if p.get("status") in DONE and _curative(p) and _reasons(p) & primary]
+    ended = [(d, p) for p in done if (d := _performed(p))]
+    if not done:
+        return [unknown("primary_treated_definitively"), unknown("days_since_primary_treatment")]
+    sources = tuple(rid(p) for p in done)
+    facts = [known("primary_treated_definitively", True, sources)]
+    if ended:
+        day, proc = max(ended, key=lambda t: t[0])
+        facts.append(known("days_since_primary_treatment", (as_of - day).days, (rid(proc),), day))
+    else:
+        facts.append(unknown("days_since_primary_treatment"))
+    return facts
+
+
+def _dated(name: str, procs: list[Resource]) -> list[Fact]:
+    dated = [(d, p) for p in procs if p.get("status") in DONE and (d := _performed(p))]
+    if not dated:
+        return []
+    day, proc = max(dated, key=lambda t: t[0])
+    return [known(name, day.isoformat(), (rid(proc),), day)]
+
+
+def _planned(procs: list[Resource], picture: CancerPicture) -> Fact:
+    """Lesions with planned or performed curative-intent local treatment (reasonReference or bodySite)."""
+    lesions: set[str] = set()
+    sources: list[str] = []
+    for p in procs:
+        if p.get("status") not in PLANNED_OR_DONE or not _curative(p):
+            continue
+        sites = {c for s, c in codings(p.get("bodySite") or []) if s == SNOMED}
+        hit = {m.condition for m in picture.distant if m.condition in _reasons(p) or sites & set(m.body_sites)}
+        if hit:
+            lesions |= hit
+            sources.append(rid(p))
+    return known("n_lesions_planned_curative", len(lesions), tuple(sources))

@@ -1,0 +1,47 @@
+"""Rule parts → durable-rules JSON rulesets (one per stage)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.rules.conditions import Condition, to_durable
+from service.rules.engine import sink_rules
+from service.rules.model import Part, RuleSet
+
+
+def action_name(part: Part, index: int, mode: str) -> str:
+    return f"{part.key}|{index}|{mode}"
+
+
+def parse_action(name: str) -> tuple[str, int, str]:
+    key, index, mode = name.split("|")
+    return key, int(index), mode
+
+
+def stage_name(ruleset: RuleSet, stage: int) -> str:
+    return f"{ruleset.name}-{ruleset.digest[7:19]}-s{stage}"
+
+
+def _conditions(part: Part) -> list[Condition]:
+    if part.kind == "derive":
+        assert part.rule.derive is not None
+        return [cond for _, cond in part.rule.derive.cases]
+    return [o.when for o in part.rule.outcomes]
+
+
+def compile_stage(parts: tuple[Part, ...]) -> dict[str, Any]:
+    body: dict[str, Any] = dict(sink_rules())
+    for part in parts:
+        kind = {"kind": part.rule.level}
+        for index, cond in enumerate(_conditions(part)):
+            for mode in ("T", "P"):
+                match = {"$and": [kind, to_durable(cond, mode)]}
+                body[f"{part.rule.id}#{part.kind}#{index}${mode}"] = {
+                    "all": [{"m": match}],
+                    "run": action_name(part, index, mode),
+                }
+    return body
+
+
+def compile_ruleset(ruleset: RuleSet) -> dict[str, dict[str, Any]]:
+    return {stage_name(ruleset, k): compile_stage(parts) for k, parts in enumerate(ruleset.stages)}

@@ -1,0 +1,265 @@
+"""Runs a loaded ruleset over one patient's facts: stage by stage through the engine, then turns what fired
+into recommendations and what was left open into issues (clinical-rules.md §1.1)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.domain.catalogue import label
+from service.domain.facts import ISSUE_FOR_STATUS, Fact, FactStatus, InputIssue, PatientFacts, known
+from service.domain.result import Issue, Recommendation
+from service.rules.compile import compile_ruleset, parse_action, stage_name
+from service.rules.conditions import Condition, Truth, facts_of, truth, undecided_facts
+from service.rules.engine import RulesEngine
+from service.rules.model import Outcome, Part, Rule, RuleSet
+from service.rules.texts import render, show
+
+TUMOR_BOARD = "For discussion at tumor board."
+
+
+@dataclass(slots=True)
+class RuleResults:
+    recommendations: list[Recommendation] = field(default_factory=list)
+    issues: list[Issue] = field(default_factory=list)
+    fired_rules: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Subject:
+    key: int
+    values: dict[str, Any]
+    facts: Mapping[str, Fact]
+    lesion: str | None = None
+
+
+class RuleRunner:
+    """Evaluates patients with one loaded ruleset. `evaluate` must run on the engine's owner thread."""
+
+    def __init__(self, ruleset: RuleSet, engine: RulesEngine) -> None:
+        self.ruleset = ruleset
+        self.engine = engine
+        engine.register(compile_ruleset(ruleset))
+        self._stage_names = [stage_name(ruleset, k) for k in range(len(ruleset.stages))]
+
+    def evaluate(self, pf: PatientFacts) -> RuleResults:
+        state = _State(pf)
+        for name, parts in zip(self._stage_names, self.ruleset.stages, strict=True):
+            fired = self.engine.run(name, state.engine_facts())
+            hits = {(parse_action(a), k) for a, k in fired}
+            for part in parts:
+                if part.kind == "derive":
+                    state.derive(part.rule, hits)
+                else:
+                    state.outcomes(part, hits)
+        return state.finish()
+
+
+class _State:
+    def __init__(self, pf: PatientFacts) -> None:
+        self.pf = pf
+        values = {n: f.value for n, f in pf.facts.items() if f.usable}
+        self.patient = _Subject(0, values, pf.facts)
+        self.lesions = [_Subject(i + 1, {}, lesion.facts, lesion.condition) for i, lesion in enumerate(pf.lesions)]
+        self._sync_lesions()
+        self.recs: list[Recommendation] = []
+        self.issues: dict[tuple[str, str], tuple[list[str], str]] = {}
+        self.fired_rules: list[str] = []
+        self.listing: set[tuple[str, str]] = set()
+
+    def _sync_lesions(self) -> None:
+        for s in self.lesions:
+            s.values = {**self.patient.values, **{n: f.value for n, f in s.facts.items() if f.usable}}
+
+    def engine_facts(self) -> list[dict[str, Any]]:
+        out = [{**self.patient.values, "kind": "patient", "key": 0}]
+        out.extend({**s.values, "kind": "lesion", "key": s.key} for s in self.lesions)
+        return out
+
+    def fact(self, subject: _Subject, name: str) -> Fact | None:
+        return subject.facts.get(name) or self.pf.facts.get(name)
+
+    # --- derivations --------------------------------------------------------------------------------------
+    def derive(self, rule: Rule, hits: set[tuple[tuple[str, int, str], int]]) -> None:
+        assert rule.derive is not None
+        key = f"{rule.id}:derive"
+        cases = rule.derive.cases
+        true_idx = [i for i in range(len(cases)) if ((key, i, "T"), 0) in hits]
+        open_idx = [i for i in range(len(cases)) if ((key, i, "P"), 0) in hits and i not in true_idx]
+        name = rule.derive.fact
+        if true_idx:
+            value, cond = cases[true_idx[0]]
+            fact = known(name, value, self._sources(self.patient, cond))
+        else:
+            roots: list[str] = []
+            if open_idx:
+                cond = cases[open_idx[0]][1]
+                self._block(rule.id, self.patient, cond)
+                roots = [r for f in undecided_facts(cond, self.patient.values) for r, _ in self._roots(self.patient, f)]
+            default = rule.derive.default
+            fact = (
+                known(name, default)
+                if default is not None
+                else Fact(name, None, FactStatus.UNKNOWN, derived=True, missing=tuple(dict.fromkeys(roots)))
+            )
+        self.pf.put(fact)
+        if fact.usable:
+            self.patient.values[name] = fact.value
+        self._sync_lesions()
+
+    # --- outcomes -----------------------------------------------------------------------------------------
+    def outcomes(self, part: Part, hits: set[tuple[tuple[str, int, str], int]]) -> None:
+        subjects = [self.patient] if part.rule.level == "patient" else self.lesions
+        for subject in subjects:
+            for index, outcome in enumerate(part.rule.outcomes):
+                if ((part.key, index, "T"), subject.key) in hits:
+                    self._fire(part.rule, outcome, subject)
+                elif ((part.key, index, "P"), subject.key) in hits:
+                    self._block(part.rule.id, subject, outcome.when)
+
+    def _fire(self, rule: Rule, outcome: Outcome, subject: _Subject) -> None:
+        values = subject.values
+        indicator = next(
+            (ind for cond, ind in outcome.indicator_when if truth(cond, values) is Truth.TRUE),
+            outcome.indicator,
+        )
+        activity = None
+        if outcome.activity and not (outcome.activity.unless and truth(outcome.activity.unless, values) is Truth.TRUE):
+            activity = outcome.activity.kind
+        for name in outcome.conflicts:
+            fact = self.fact(subject, name)
+            if fact is not None and fact.status is FactStatus.CONFLICTING:
+                self._add_issue("conflicting-input", name, rule.id, f"{label(name)}: conflicting values")
+        evidence = self._sources(subject, outcome.when)
+        if subject.lesion:
+            evidence = [subject.lesion, *[e for e in evidence if e != subject.lesion]]
+        inputs = self._inputs(subject, outcome.when)
+        thresholds = list(outcome.thresholds or rule.thresholds)
+        self.recs.append(
+            Recommendation(
+                code=outcome.code,
+                rule=rule.id,
+                indicator=indicator,
+                summary=render(outcome.summary, values),
+                detail=_detail(render(outcome.detail, values), inputs, thresholds, rule),
+                evidence=tuple(evidence),
+                citation=rule.citation,
+                activity=activity,
+                lesion=subject.lesion,
+                source_url=rule.url,
+                explanation={"inputs": inputs, "thresholds": thresholds},
+            )
+        )
+        if outcome.lists_other_recommendations:
+            self.listing.add((rule.id, outcome.code))
+        if rule.id not in self.fired_rules:
+            self.fired_rules.append(rule.id)
+
+    # --- issues -------------------------------------------------------------------------------------------
+    def _block(self, rule_id: str, subject: _Subject, cond: Condition) -> None:
+        for name in undecided_facts(cond, subject.values):
+            for root, status in self._roots(subject, name):
+                code = ISSUE_FOR_STATUS[status]
+                where = f" (lesion {subject.lesion})" if subject.lesion else ""
+                self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}{where}")
+
+    def _roots(self, subject: _Subject, name: str) -> list[tuple[str, FactStatus]]:
+        fact = self.fact(subject, name)
+        if fact is None:
+            return [(name, FactStatus.UNKNOWN)]
+        if fact.status is FactStatus.KNOWN or not fact.missing:
+            status = fact.status if fact.status is not FactStatus.KNOWN else FactStatus.UNKNOWN
+            return [(name, status)]
+        roots: list[tuple[str, FactStatus]] = [(name, FactStatus.UNKNOWN)] if fact.derived else []
+        for m in fact.missing:
+            root = self.fact(subject, m)
+            status = root.status if root is not None and root.status is not FactStatus.KNOWN else FactStatus.UNKNOWN
+            roots.append((m, status))
+        return roots
+
+    def _add_issue(self, code: str, name: str, rule_id: str, detail: str) -> None:
+        rules, first = self.issues.get((code, name), ([], detail))
+        if rule_id not in rules:
+            rules.append(rule_id)
+        self.issues[(code, name)] = (rules, first)
+
+    # --- explanation --------------------------------------------------------------------------------------
+    def _used(self, subject: _Subject, cond: Condition) -> list[Fact]:
+        seen: list[str] = []
+        for name in facts_of(cond):
+            if name not in seen:
+                seen.append(name)
+        return [f for f in (self.fact(subject, n) for n in seen) if f is not None and f.usable]
+
+    def _sources(self, subject: _Subject, cond: Condition) -> list[str]:
+        out: list[str] = []
+        for fact in self._used(subject, cond):
+            out.extend(s for s in fact.sources if s not in out)
+        return out
+
+    def _inputs(self, subject: _Subject, cond: Condition) -> dict[str, dict[str, Any]]:
+        return {
+            f.name: {
+                "value": f.value,
+                "date": f.effective.isoformat() if f.effective else None,
+                "derived": f.derived,
+                "sources": list(f.sources),
+            }
+            for f in self._used(subject, cond)
+        }
+
+    def finish(self) -> RuleResults:
+        recs = sorted(self.recs, key=lambda r: (r.rule, r.code, r.lesion or ""))
+        recs = [_with_others(r, recs) if (r.rule, r.code) in self.listing else r for r in recs]
+        issues = [Issue(code, name, tuple(rules), detail) for (code, name), (rules, detail) in self.issues.items()]
+        issues.extend(_input_issue(i) for i in self.pf.issues)
+        return RuleResults(recs, _merge_issues(issues), self.fired_rules)
+
+
+def _input_issue(i: InputIssue) -> Issue:
+    return Issue(i.code, i.input, i.rules, i.detail)
+
+
+def _merge_issues(issues: list[Issue]) -> list[Issue]:
+    merged: dict[tuple[str, str, str], Issue] = {}
+    for issue in issues:
+        key = (issue.code, issue.input, issue.detail if issue.code == "invalid-value" else "")
+        if key in merged:
+            old = merged[key]
+            rules = old.rules + tuple(r for r in issue.rules if r not in old.rules)
+            merged[key] = Issue(old.code, old.input, rules, old.detail)
+        else:
+            merged[key] = issue
+    return sorted(merged.values(), key=lambda i: (i.code, i.input, i.detail))
+
+
+def _detail(text: str, inputs: dict[str, dict[str, Any]], thresholds: list[str], rule: Rule) -> str:
+    lines = [text] if text else []
+    if inputs:
+        lines.append("\n**Inputs used**")
+        for name, info in inputs.items():
+            extra = [x for x in (info["date"], "derived" if info["derived"] else None) if x]
+            src = f" — {', '.join(info['sources'])}" if info["sources"] else ""
+            when = f" ({'; '.join(extra)})" if extra else ""
+            lines.append(f"- {label(name)}: **{show(info['value'])}**{when}{src}")
+    if thresholds:
+        lines.append("\n**Thresholds**")
+        lines.extend(f"- {t}" for t in thresholds)
+    lines.append(f"\n**Source:** {rule.citation} (rule {rule.id})")
+    lines.append(f"\n{TUMOR_BOARD}")
+    return "\n".join(lines)
+
+
+def _with_others(rec: Recommendation, recs: list[Recommendation]) -> Recommendation:
+    others = [r for r in recs if r.rule != rec.rule and r.code != "data-conflict"]
+    if not others:
+        return rec
+    listed = "\n".join(f"- {r.summary} ({r.rule})" for r in others)
+    head, sep, tail = rec.detail.partition("\n**Inputs used**")
+    detail = f"{head}\n\n**Also for discussion**\n{listed}\n{sep}{tail}" if sep else f"{rec.detail}\n{listed}"
+    return Recommendation(**{**_fields(rec), "detail": detail})
+
+
+def _fields(rec: Recommendation) -> dict[str, Any]:
+    return {name: getattr(rec, name) for name in rec.__dataclass_fields__}

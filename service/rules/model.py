@@ -1,0 +1,74 @@
+"""Loaded rules: the in-memory form of the rule files (frozen, engine-independent)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from service.rules.conditions import Condition, Scalar
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    kind: str
+    unless: Condition | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    code: str
+    indicator: str
+    when: Condition
+    summary: str
+    detail: str = ""
+    thresholds: tuple[str, ...] = ()
+    conflicts: tuple[str, ...] = ()
+    indicator_when: tuple[tuple[Condition, str], ...] = ()
+    activity: Activity | None = None
+    lists_other_recommendations: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Derivation:
+    fact: str
+    cases: tuple[tuple[Scalar, Condition], ...]
+    default: Scalar | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    title: str
+    citation: str
+    level: str
+    area: str
+    url: str | None = None
+    derive: Derivation | None = None
+    outcomes: tuple[Outcome, ...] = ()
+    issue_only: str | None = None
+    thresholds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """What one stage evaluates of a rule: its derivation or its outcomes (never both: outcomes may read the
+    rule's own derived fact)."""
+
+    rule: Rule
+    kind: str  # "derive" | "outcomes"
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule.id}:{self.kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    name: str
+    version: str
+    digest: str
+    rules: tuple[Rule, ...]
+    stages: tuple[tuple[Part, ...], ...]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def rule(self, rule_id: str) -> Rule:
+        return next(r for r in self.rules if r.id == rule_id)

@@ -1,0 +1,44 @@
+"""A real uvicorn server on a free loopback port, for tests and benchmarks that go through HTTP."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+
+from service.api.app import create_app
+from service.bootstrap import Container
+from service.config import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def running_server(settings: Settings, container: Container | None = None) -> Iterator[str]:
+    """Serve the app on 127.0.0.1:<free port>; yield its base URL; stop it afterwards."""
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(settings, container), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

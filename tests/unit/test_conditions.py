@@ -1,0 +1,119 @@
+"""The condition language: three-valued meaning, and durable-rules agreeing with it on every input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.rules.compile import compile_stage
+from service.rules.conditions import ConditionError, Truth, parse, to_durable, truth, undecided_facts
+from service.rules.engine import RulesEngine, sink_rules
+
+FACTS = ("a", "b", "c")
+
+
+def test_and_with_a_false_fact_is_decided_even_if_another_is_unknown() -> None:
+    cond = parse({"all": [{"a": {"lte": 1}}, {"b": True}]}, {})
+    assert truth(cond, {"a": 3}) is Truth.FALSE
+    assert undecided_facts(cond, {"a": 3}) == []
+
+
+def test_and_with_an_unknown_fact_is_undecided_and_names_it() -> None:
+    cond = parse({"all": [{"a": {"lte": 1}}, {"b": True}]}, {})
+    assert truth(cond, {"a": 1}) is Truth.UNDECIDED
+    assert undecided_facts(cond, {"a": 1}) == ["b"]
+
+
+def test_or_with_one_true_branch_is_true() -> None:
+    cond = parse({"any": [{"a": {"gte": 3}}, {"b": "x"}]}, {})
+    assert truth(cond, {"a": 3}) is Truth.TRUE
+    assert truth(cond, {"a": 1}) is Truth.UNDECIDED
+    assert truth(cond, {"a": 1, "b": "y"}) is Truth.FALSE
+
+
+def test_known_is_two_valued() -> None:
+    cond = parse({"a": {"known": False}}, {})
+    assert truth(cond, {}) is Truth.TRUE
+    assert truth(cond, {"a": 0}) is Truth.FALSE
+
+
+def test_settings_are_resolved_at_load() -> None:
+    cond = parse({"a": {"lt": {"setting": "days"}}}, {"days": 90})
+    assert truth(cond, {"a": 89}) is Truth.TRUE
+    assert truth(cond, {"a": 90}) is Truth.FALSE
+    with pytest.raises(ConditionError):
+        parse({"a": {"lt": {"setting": "nope"}}}, {})
+
+
+def test_unknown_operator_is_rejected() -> None:
+    with pytest.raises(ConditionError):
+        parse({"a": {"approx": 1}}, {})
+
+
+atoms = st.one_of(
+    st.builds(lambda f, v: {f: v}, st.sampled_from(FACTS), st.integers(0, 3)),
+    st.builds(
+        lambda f, op, v: {f: {op: v}},
+        st.sampled_from(FACTS),
+        st.sampled_from(["lt", "lte", "gt", "gte", "ne"]),
+        st.integers(0, 3),
+    ),
+    st.builds(
+        lambda f, v: {f: {"in": v}},
+        st.sampled_from(FACTS),
+        st.lists(st.integers(0, 3), min_size=1, max_size=3),
+    ),
+    st.builds(
+        lambda f, v: {f: {"nin": v}},
+        st.sampled_from(FACTS),
+        st.lists(st.integers(0, 3), min_size=1, max_size=3),
+    ),
+    st.builds(lambda f, v: {f: {"known": v}}, st.sampled_from(FACTS), st.booleans()),
+)
+conditions = st.recursive(
+    atoms,
+    lambda inner: st.one_of(
+        st.builds(lambda xs: {"all": xs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda xs: {"any": xs}, st.lists(inner, min_size=1, max_size=3)),
+        st.builds(lambda x: {"not": x}, inner),
+    ),
+    max_leaves=6,
+)
+value_sets = st.fixed_dictionaries({}, optional={f: st.integers(0, 3) for f in FACTS})
+
+_engine: RulesEngine | None = None
+_count = 0
+
+
+def _durable_truth(raw: dict[str, Any], values: dict[str, int]) -> Truth:
+    """Compile `raw` to T and P rules, assert one fact, read back which fired."""
+    global _engine, _count
+    _engine = _engine or RulesEngine()
+    _count += 1
+    name = f"prop{_count}"
+    cond = parse(raw, {})
+    body = dict(sink_rules())
+    for mode in ("T", "P"):
+        body[f"r${mode}"] = {
+            "all": [{"m": {"$and": [{"kind": "patient"}, to_durable(cond, mode)]}}],
+            "run": mode,
+        }
+    _engine.register({name: body})
+    fired = {a for a, _ in _engine.call(_engine.run, name, [{**values, "kind": "patient", "key": 0}])}
+    if "T" in fired:
+        return Truth.TRUE
+    return Truth.UNDECIDED if "P" in fired else Truth.FALSE
+
+
+@settings(max_examples=150, deadline=None)
+@given(conditions, value_sets)
+def test_durable_rules_agree_with_the_three_valued_meaning(raw: dict[str, Any], values: dict[str, int]) -> None:
+    assert _durable_truth(raw, values) is truth(parse(raw, {}), values)
+
+
+def test_compile_stage_has_a_sink_for_every_fact_kind() -> None:
+    body = compile_stage(())
+    assert {"sink$patient", "sink$lesion"} <= body.keys()
