@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     systemic_lookback_days: int = Field(90, ge=0)
     adt_lookback_days: int = Field(183, ge=0)
     trial_pattern_activity: bool = False
+    surgtech_long_months: float = Field(12, ge=0)
+    surgtech_short_months: float = Field(3, ge=0)
 
     def rule_settings(self) -> dict[str, bool | int | float | str]:
         """The settings that rule files may reference."""
@@ -49,6 +51,8 @@ class Settings(BaseSettings):
             "controlled_primary_days": self.controlled_primary_days,
             "pathfx_probability": self.pathfx_probability,
             "trial_pattern_activity": self.trial_pattern_activity,
+            "surgtech_long_months": self.surgtech_long_months,
+            "surgtech_short_months": self.surgtech_short_months,
         }
 
 

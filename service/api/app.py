@@ -25,6 +25,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
                 app.state.container.close()
 
     app = FastAPI(title="OligoCDS", version=__version__, lifespan=lifespan)
+    app.state.settings = settings
     errors.install(app)
     app.include_router(routes.router)
     return app

@@ -35,7 +35,7 @@ async def evaluate(request: Request, as_of: str | None = Query(None, alias="asOf
     """Evaluate a FHIR Bundle statelessly: one result per patient (contract.md §3)."""
     container = _container(request)
     day = _as_of(as_of)
-    body = await read_json_body(request, container.settings.max_body_bytes)
+    body = await read_json_body(request, request.app.state.settings.max_body_bytes)
     results = await run_in_threadpool(container.evaluator.evaluate_bytes, body, day)
     return json_response({"results": results})
 

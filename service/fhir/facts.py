@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from service.domain.facts import Fact, FactStatus, InputIssue, LesionFacts, PatientFacts, known, unknown
-from service.fhir import codes, observations
+from service.fhir import codes, observations, treatment
 from service.fhir.conditions import (
     CancerPicture,
     Metastasis,
@@ -17,6 +17,7 @@ from service.fhir.conditions import (
     is_local,
     read_conditions,
 )
+from service.fhir.labs import lab_facts, lab_readings
 from service.fhir.medications import (
     SYSTEMIC_CLASSES,
     MedicationUse,
@@ -78,12 +79,75 @@ def patient_facts(
     _put_all(pf, _medication_facts(pf, uses, as_of, options))
     _put_all(pf, _tumor_board_facts(pf))
     pf.put(_not_planned(pf))
+    _treatment_facts(pf, obs, uses, picture, options)
     pf.put(known("duplicate_conflict", bool(duplicate_conflicts), duplicate_conflicts))
     if duplicate_conflicts:
         pf.put(Fact("duplicate_resource", None, status=FactStatus.CONFLICTING, sources=duplicate_conflicts))
     pf.lesions = [_lesion(m, obs, picture) for m in picture.mets if m.active]
     pf.organs = sorted({m.organ for m in picture.distant})
+    pf.put(_needs_stabilisation(pf))
     return pf
+
+
+def _treatment_facts(
+    pf: PatientFacts, obs: list[Resource], uses: list[MedicationUse], picture: CancerPicture, options: FactOptions
+) -> None:
+    readings = lab_readings(obs, pf.issues)
+    age, sex = pf.value("age"), pf.value("sex")
+    _put_all(
+        pf,
+        lab_facts(
+            readings,
+            age if isinstance(age, int) else None,
+            str(sex) if sex else None,
+            pf.as_of,
+            options.stale_renal_days,
+            pf.issues,
+        ),
+    )
+    _put_all(pf, treatment.medication_facts(uses, pf.as_of))
+    _put_all(pf, treatment.za_renal_facts(uses, readings["scr_current_mg_dl"], pf.as_of))
+    pf.put(treatment.calcium_low(obs, pf))
+    pf.put(treatment.dental_fact(pf, pf.as_of))
+    _put_all(pf, treatment.genomic_facts(obs))
+    _put_all(pf, treatment.derived_statuses(pf, uses, pf.issues))
+    pf.put(_solitary_bone(picture))
+    pf.put(observations.brain_size_fact(obs, picture))
+    pf.put(known("melanoma", False))
+
+
+def _solitary_bone(picture: CancerPicture) -> Fact:
+    bone = [m for m in picture.distant if m.organ == "bone"]
+    sources = tuple(m.condition for m in bone)
+    if len(bone) == 1 and bone[0].count == 1:
+        return known("solitary_bone_lesion", True, sources)
+    if sum(m.lower_bound for m in bone) >= 2 or not bone:
+        return known("solitary_bone_lesion", False, sources)
+    total = picture.total_count
+    if total and int(total.value) == 1 and len(picture.distant) == 1:
+        return known("solitary_bone_lesion", True, (*sources, total.source))
+    return unknown("solitary_bone_lesion", ("n_mets",))
+
+
+def _needs_stabilisation(pf: PatientFacts) -> Fact:
+    """SABR-01: any lesion with Mirels ≥ 9 or an actual fracture, or cord compression (SURG-MIRELS, SURG-FX)."""
+    long_bone = ("weight-bearing-long-bone", "other-long-bone")
+    hits = [lesion.condition for lesion in pf.lesions if (lesion.mirels_score or 0) >= 9 or lesion.fracture == "actual"]
+    if pf.value("mscc_or_neuro_deficit") is True:
+        hits.extend(pf.get("mscc_or_neuro_deficit").sources or ["mscc_or_neuro_deficit"])
+    if hits:
+        return known("needs_stabilisation", True, tuple(hits))
+    open_lesions = [
+        lesion.condition
+        for lesion in pf.lesions
+        if lesion.organ == "bone"
+        and (lesion.site_class in long_bone or lesion.site_class == "unknown")
+        and lesion.mirels_score is None
+        and lesion.fracture != "actual"
+    ]
+    if open_lesions:
+        return unknown("needs_stabilisation", ("mirels",))
+    return known("needs_stabilisation", False, tuple(lesion.condition for lesion in pf.lesions))
 
 
 def _put_all(pf: PatientFacts, facts: Iterable[Fact]) -> None:
@@ -272,11 +336,14 @@ def _not_planned(pf: PatientFacts) -> Fact:
 
 def _lesion(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> LesionFacts:
     facts = observations.lesion_facts(met, obs, picture)
+    score = facts_value(facts, "lesion_mirels_score")
+    long_bone = met.site_class in ("weight-bearing-long-bone", "other-long-bone")
     return LesionFacts(
         condition=met.condition,
         organ=met.organ,
         site_class=met.site_class,
         facts={f.name: f for f in facts},
+        mirels_score=score if isinstance(score, int) and long_bone else None,
         fracture=str(facts_value(facts, "lesion_fracture")) if met.organ == "bone" else None,
     )
 

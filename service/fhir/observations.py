@@ -116,6 +116,8 @@ def receptor_facts(obs: list[Resource], issues: list[InputIssue]) -> list[Fact]:
         mine = [o for o in obs if has_code(o.get("code"), LOINC, loincs)]
         selected = latest(read_all(mine, _receptor, name, issues))
         fact = to_fact(name, selected)
+        if fact.value == "equivocal":  # IHC 2+ needs reflex ISH [KNOW, ASCO/CAP]: not yet a decision input
+            fact = Fact(name, None, FactStatus.UNKNOWN, fact.sources, fact.effective)
         if fact.status is FactStatus.CONFLICTING:
             conflicting.extend(fact.sources)
         facts.append(fact)
@@ -173,7 +175,12 @@ def _progress_readings(obs: list[Resource]) -> dict[str | None, list[Reading]]:
 def status_facts(obs: list[Resource], picture: CancerPicture) -> list[Fact]:
     groups = _progress_readings(obs)
     primary = [r for pid in picture.primary_ids for r in groups.get(pid, [])]
-    facts = [to_fact("primary_progressing", latest(primary))]
+    # OMD-03 names only a missing treatment record as the cause of an unknown controlled primary
+    # (clinical-rules.md §3.4), so no disease status on the primary reads as "not progressing".
+    progressing = to_fact("primary_progressing", latest(primary))
+    if progressing.status is FactStatus.UNKNOWN:
+        progressing = known("primary_progressing", False)
+    facts = [progressing]
     lesions = [latest(groups.get(m.condition, [])) for m in picture.distant]
     sources = tuple(s for sel in lesions if sel for s in sel.sources)
     if any(sel and sel.value is True for sel in lesions):
@@ -206,15 +213,74 @@ def _history(picture: CancerPicture) -> list[Fact]:
 
 def lesion_facts(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> list[Fact]:
     groups = _progress_readings(obs)
+    site = (
+        known("lesion_site_class", met.site_class, (met.condition,))
+        if met.site_class != "unknown"
+        else unknown("lesion_site_class", ("site_class",))
+    )
     facts = [
         known("lesion_organ", met.organ, (met.condition,)),
-        known("lesion_site_class", met.site_class, (met.condition,)),
+        site,
         to_fact("lesion_progressing", latest(groups.get(met.condition, []))),
+        *mirels_facts(met, obs),
     ]
     fracture = _fracture(met, obs, picture)
     if fracture:
         facts.append(fracture)
     return facts
+
+
+# --- Mirels (SURG-MIRELS, clinical-rules.md §5.1) -----------------------------------------------------------
+
+MIRELS_POINTS = {
+    "mirels-site": {"upper-limb": 1, "lower-limb": 2, "peritrochanteric": 3},
+    "mirels-pain": {"mild": 1, "moderate": 2, "functional": 3},
+    "mirels-lesion-type": {"blastic": 1, "mixed": 2, "lytic": 3},
+    "mirels-size": {"lt-1-3": 1, "1-3-to-2-3": 2, "gt-2-3": 3},
+}
+
+
+def _components(obs: Resource) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for comp in obs.get("component") or []:
+        name = next((c for sys, c in codings(comp.get("code")) if sys == LOCAL), None)
+        value = next((c for sys, c in codings(comp.get("valueCodeableConcept")) if sys == LOCAL), None)
+        if name in MIRELS_POINTS and value in MIRELS_POINTS[name]:
+            found[name] = value
+    return found
+
+
+def mirels_facts(met: Metastasis, obs: list[Resource]) -> list[Fact]:
+    mine = [o for o in obs if is_local(o, "mirels-assessment") and usable(o) and _focus(o) == met.condition]
+    newest = max(mine, key=lambda o: str(o.get("effectiveDateTime", "")), default=None)
+    parts = _components(newest) if newest else {}
+    sources = (met.condition, rid(newest)) if newest else (met.condition,)
+    facts = [known("lesion_painful", "mirels-pain" in parts, sources)]
+    if "mirels-size" in parts:
+        facts.append(known("lesion_mirels_size", parts["mirels-size"], sources))
+    else:
+        facts.append(unknown("lesion_mirels_size", ("mirels",), sources))
+    derived = False
+    if "mirels-site" not in parts:
+        points = [codes.MIRELS_SITE_POINTS[s] for s in met.body_sites if s in codes.MIRELS_SITE_POINTS]
+        if len(set(points)) == 1:  # [CONFIG] site fallback from the body site (derived); unqualified femur: ask
+            parts["mirels-site"] = {1: "upper-limb", 2: "lower-limb", 3: "peritrochanteric"}[points[0]]
+            derived = True
+    if len(parts) < len(MIRELS_POINTS):
+        missing = ", ".join(k for k in MIRELS_POINTS if k not in parts)
+        return [*facts, unknown("lesion_mirels_score", ("mirels",), sources), _note(met, missing)]
+    score = sum(MIRELS_POINTS[k][v] for k, v in parts.items())
+    return [*facts, known("lesion_mirels_score", score, sources, derived=derived)]
+
+
+def _note(met: Metastasis, missing: str) -> Fact:
+    return known("lesion_mirels_missing", missing, (met.condition,))
+
+
+def _focus(obs: Resource) -> str | None:
+    from service.fhir.readings import focus_of
+
+    return focus_of(obs)
 
 
 def _fracture(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> Fact | None:
@@ -240,3 +306,23 @@ def _fracture(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> F
 
 
 __all__ = ["lesion_facts", "local_facts", "staging_facts", "status_facts", "usable"]
+
+
+def brain_size_fact(obs: list[Resource], picture: CancerPicture) -> Fact:
+    """brain_met_gt_3cm: Tumor Size (LOINC 21889-1) with focus → a brain metastasis, longest value > 30 mm."""
+    brain = {m.condition for m in picture.distant if m.organ == "brain"}
+    if not brain:
+        return known("brain_met_gt_3cm", False)
+    sizes: list[tuple[float, str]] = []
+    for o in obs:
+        if has_code(o.get("code"), LOINC, [codes.TUMOR_SIZE]) and usable(o) and _focus(o) in brain:
+            values = [o.get("valueQuantity")] + [c.get("valueQuantity") for c in o.get("component") or []]
+            for q in values:
+                if isinstance(q, dict) and isinstance(q.get("value"), int | float):
+                    factor = {"mm": 1.0, "cm": 10.0}.get(str(q.get("code") or q.get("unit")))
+                    if factor:
+                        sizes.append((float(q["value"]) * factor, rid(o)))
+    if not sizes:
+        return unknown("brain_met_gt_3cm")
+    largest, source = max(sizes)
+    return known("brain_met_gt_3cm", largest > 30, (source,))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.rules.conditions import Condition, to_durable
+from service.rules.conditions import Condition, durable_clauses
 from service.rules.engine import sink_rules
 from service.rules.model import Part, RuleSet
 
@@ -22,24 +22,23 @@ def stage_name(ruleset: RuleSet, stage: int) -> str:
     return f"{ruleset.name}-{ruleset.digest[7:19]}-s{stage}"
 
 
-def _conditions(part: Part) -> list[Condition]:
+def _conditions(part: Part) -> list[tuple[str, Condition]]:
     if part.kind == "derive":
         assert part.rule.derive is not None
-        return [cond for _, cond in part.rule.derive.cases]
-    return [o.when for o in part.rule.outcomes]
+        return [(part.rule.level, cond) for _, cond in part.rule.derive.cases]
+    return [(o.level, o.when) for o in part.rule.outcomes]
 
 
 def compile_stage(parts: tuple[Part, ...]) -> dict[str, Any]:
     body: dict[str, Any] = dict(sink_rules())
     for part in parts:
-        kind = {"kind": part.rule.level}
-        for index, cond in enumerate(_conditions(part)):
+        for index, (level, cond) in enumerate(_conditions(part)):
             for mode in ("T", "P"):
-                match = {"$and": [kind, to_durable(cond, mode)]}
-                body[f"{part.rule.id}#{part.kind}#{index}${mode}"] = {
-                    "all": [{"m": match}],
-                    "run": action_name(part, index, mode),
-                }
+                for n, clause in enumerate(durable_clauses(cond, mode)):
+                    body[f"{part.rule.id}#{part.kind}#{index}${mode}{n}"] = {
+                        "all": [{"m": {"$and": [{"kind": level}, clause]}}],
+                        "run": action_name(part, index, mode),
+                    }
     return body
 
 

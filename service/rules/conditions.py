@@ -203,13 +203,34 @@ def _atom_durable(atom: Atom, mode: str) -> dict[str, Any]:
     return {"$or": [absent, test]}
 
 
-def to_durable(cond: Condition, mode: str) -> dict[str, Any]:
+MAX_CLAUSES = 64
+
+
+def _dnf(cond: Condition, mode: str) -> list[list[tuple[Atom, str]]]:
+    """Disjunctive normal form of `cond` read in `mode`: a list of clauses, each a list of (atom, mode)."""
     if isinstance(cond, Atom):
-        return _atom_durable(cond, mode)
+        return [[(cond, mode)]]
     if isinstance(cond, Not):
-        return to_durable(cond.item, _DUAL[mode])
-    conj = isinstance(cond, All) == (mode in ("T", "P"))
-    parts = [to_durable(item, mode) for item in cond.items]
-    if len(parts) == 1:
-        return parts[0]
-    return {"$and": parts} if conj else {"$or": parts}
+        return _dnf(cond.item, _DUAL[mode])
+    parts = [_dnf(item, mode) for item in cond.items]
+    if isinstance(cond, All) != (mode in ("T", "P")):  # a disjunction in this mode
+        return [clause for part in parts for clause in part]
+    clauses: list[list[tuple[Atom, str]]] = [[]]
+    for part in parts:
+        clauses = [left + right for left in clauses for right in part]
+        if len(clauses) > MAX_CLAUSES:
+            raise ConditionError(f"condition too complex for the engine (more than {MAX_CLAUSES} clauses)")
+    return clauses
+
+
+def durable_clauses(cond: Condition, mode: str) -> list[dict[str, Any]]:
+    """`cond` in `mode` as flat durable-rules expressions, one per clause; the condition holds when any does.
+
+    durable-rules 2.0.28 refuses expressions nested four levels deep (error 113), so conditions are flattened to
+    disjunctive normal form and each clause becomes its own engine rule (nesting depth ≤ 3).
+    """
+    out = []
+    for clause in _dnf(cond, mode):
+        parts = [_atom_durable(atom, m) for atom, m in clause]
+        out.append(parts[0] if len(parts) == 1 else {"$and": parts})
+    return out

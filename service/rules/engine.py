@@ -69,9 +69,12 @@ class RulesEngine:
     def register(self, rulesets: Mapping[str, dict[str, Any]]) -> None:
         """Register compiled rulesets (names must be new: a changed ruleset gets a new name)."""
         new = {name: body for name, body in rulesets.items() if name not in self._loaded}
-        if new:
-            self.call(self._host.set_rulesets, new)
-            self._loaded.update(new)
+        for name, body in new.items():
+            try:
+                self.call(self._host.set_rulesets, {name: body})
+            except Exception as exc:  # the C core reports only an error code
+                raise EngineError(f"durable-rules refused ruleset {name}: {exc}") from exc
+            self._loaded.add(name)
 
     def run(self, ruleset: str, facts: Sequence[dict[str, Any]]) -> list[tuple[str, int]]:
         """Assert `facts` in a fresh session of `ruleset`; return (action, fact key) pairs. Owner thread only."""

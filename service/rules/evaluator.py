@@ -70,7 +70,11 @@ class _State:
 
     def _sync_lesions(self) -> None:
         for s in self.lesions:
-            s.values = {**self.patient.values, **{n: f.value for n, f in s.facts.items() if f.usable}}
+            s.values = {
+                **self.patient.values,
+                **{n: f.value for n, f in s.facts.items() if f.usable},
+                "lesion_condition": s.lesion,
+            }
 
     def engine_facts(self) -> list[dict[str, Any]]:
         out = [{**self.patient.values, "kind": "patient", "key": 0}]
@@ -110,9 +114,9 @@ class _State:
 
     # --- outcomes -----------------------------------------------------------------------------------------
     def outcomes(self, part: Part, hits: set[tuple[tuple[str, int, str], int]]) -> None:
-        subjects = [self.patient] if part.rule.level == "patient" else self.lesions
-        for subject in subjects:
-            for index, outcome in enumerate(part.rule.outcomes):
+        for index, outcome in enumerate(part.rule.outcomes):
+            subjects = [self.patient] if outcome.level == "patient" else self.lesions
+            for subject in subjects:
                 if ((part.key, index, "T"), subject.key) in hits:
                     self._fire(part.rule, outcome, subject)
                 elif ((part.key, index, "P"), subject.key) in hits:
@@ -171,7 +175,7 @@ class _State:
         if fact.status is FactStatus.KNOWN or not fact.missing:
             status = fact.status if fact.status is not FactStatus.KNOWN else FactStatus.UNKNOWN
             return [(name, status)]
-        roots: list[tuple[str, FactStatus]] = [(name, FactStatus.UNKNOWN)] if fact.derived else []
+        roots: list[tuple[str, FactStatus]] = [(name, FactStatus.UNKNOWN)]
         for m in fact.missing:
             root = self.fact(subject, m)
             status = root.status if root is not None and root.status is not FactStatus.KNOWN else FactStatus.UNKNOWN

@@ -102,13 +102,13 @@ def _build_rule(raw: dict[str, Any], area: str, settings: Mapping[str, Scalar]) 
         area=area,
         url=raw.get("url"),
         derive=derive,
-        outcomes=tuple(_build_outcome(o, settings) for o in raw.get("outcomes", [])),
+        outcomes=tuple(_build_outcome(o, settings, raw["level"]) for o in raw.get("outcomes", [])),
         issue_only=raw.get("issue_only"),
         thresholds=tuple(raw.get("thresholds", [])),
     )
 
 
-def _build_outcome(raw: dict[str, Any], settings: Mapping[str, Scalar]) -> Outcome:
+def _build_outcome(raw: dict[str, Any], settings: Mapping[str, Scalar], level: str) -> Outcome:
     activity = None
     if "activity" in raw:
         a = raw["activity"]
@@ -129,6 +129,7 @@ def _build_outcome(raw: dict[str, Any], settings: Mapping[str, Scalar]) -> Outco
         indicator_when=tuple((parse(i["when"], settings), i["indicator"]) for i in raw.get("indicator_when", [])),
         activity=activity,
         lists_other_recommendations=bool(raw.get("lists_other_recommendations", False)),
+        level=raw.get("level", level),
     )
 
 

@@ -25,6 +25,7 @@ class Outcome:
     indicator_when: tuple[tuple[Condition, str], ...] = ()
     activity: Activity | None = None
     lists_other_recommendations: bool = False
+    level: str = "patient"  # patient | lesion (defaults to the rule's level)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,87 @@ def _stomp_or_oriole(v: Values) -> str:
     return "Matches STOMP and ORIOLE criteria" if stomp else "Matches ORIOLE criteria"
 
 
+def _sabr_trial(v: Values) -> str:
+    n = v.get("n_mets")
+    if isinstance(n, int):
+        return (
+            "Matching trial pattern: SABR-COMET-3 (1–3 lesions)."
+            if n <= 3
+            else "Matching trial pattern: SABR-COMET-10 (4–5 lesions)."
+        )
+    return ""
+
+
+def _sabr_reason(v: Values) -> str:
+    reasons = []
+    if isinstance(v.get("ecog"), int) and v["ecog"] >= 2:
+        reasons.append(f"ECOG {v['ecog']} ≥ 2")
+    if v.get("primary_controlled") is False:
+        reasons.append("primary not controlled")
+    if v.get("brain_met_gt_3cm") is True:
+        reasons.append("brain metastasis > 3 cm")
+    if v.get("malignant_pleural_effusion") is True:
+        reasons.append("malignant pleural effusion")
+    return "; ".join(reasons) or "see inputs"
+
+
+def _bma_choice(v: Values) -> str:
+    crcl, scr = v.get("crcl"), v.get("scr_current_mg_dl")
+    if (isinstance(crcl, int | float) and crcl < 30) or (isinstance(scr, int | float) and scr > 3.0):
+        return "Denosumab preferred (CrCl < 30 mL/min or SCr > 3.0 mg/dL) [REV ref 39]."
+    return ""
+
+
+def _za_dose(v: Values) -> str:
+    crcl = v.get("crcl")
+    if not isinstance(crcl, int | float):
+        return "unknown"
+    # Zometa label renal dose table; bands are 50–60, 40–49, 30–39 (a CrCl of 49.9 falls in 40–49).
+    return "4.0" if crcl > 60 else "3.5" if crcl >= 50 else "3.3" if crcl >= 40 else "3.0"
+
+
+def _dental_triggers(v: Values) -> str:
+    found = []
+    if v.get("dental_exam_recent") is False:
+        found.append("Dental examination before starting the BMA (none within 6 months).")
+    if v.get("oral_open_lesion") is True:
+        found.append("Delay the BMA start until the open oral lesion has healed.")
+    if v.get("invasive_dental_planned") is True and v.get("bma_active") is True:
+        found.append("Avoid invasive dental procedures during BMA treatment.")
+    return " ".join(found)
+
+
+def _endocrine_choice(v: Values) -> str:
+    if v.get("menopausal_status") == "post":
+        return "Consider an aromatase inhibitor (letrozole/anastrozole/exemestane)."
+    return (
+        "Consider ovarian function suppression (e.g. goserelin) or ablation plus endocrine therapy (review: tamoxifen)."
+    )
+
+
+def _adt_note(v: Values) -> str:
+    if v.get("stomp_oriole_pattern") is True:
+        return "Metastasis-directed therapy may delay ADT in hormone-sensitive oligorecurrence (STOMP/ORIOLE)."
+    return "LHRH agonists (leuprolide, goserelin); anti-androgens; abiraterone [REV §3.2]."
+
+
+def _radium_reason(v: Values) -> str:
+    if v.get("visceral_mets") is True:
+        return "Contraindicated pattern: visceral metastases."
+    return "Do not administer: ANC/platelets/Hb below threshold."
+
+
 TEXTS: dict[str, Callable[[Values], str]] = {
     "tumor_board_note": _tumor_board_note,
     "stomp_or_oriole": _stomp_or_oriole,
+    "sabr_trial": _sabr_trial,
+    "sabr_reason": _sabr_reason,
+    "bma_choice": _bma_choice,
+    "za_dose": _za_dose,
+    "dental_triggers": _dental_triggers,
+    "endocrine_choice": _endocrine_choice,
+    "adt_note": _adt_note,
+    "radium_reason": _radium_reason,
 }
 
 

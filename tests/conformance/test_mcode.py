@@ -8,18 +8,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from service.fhir.parse import BundleError
 
 from service.bootstrap import Container
+from service.fhir.parse import BundleError
 from tests.conftest import shared_dir
 
 MCODE = shared_dir() / "conformance" / "mcode"
 AS_OF = date(2026, 11, 26)
 
 
-def _evaluate(container: Container, path: Path) -> dict[str, Any]:
-    (result,) = container.evaluator.evaluate_bytes(path.read_bytes(), AS_OF)
-    return result
+def _evaluate(container: Container, path: Path, patient: str | None = None) -> dict[str, Any]:
+    results = container.evaluator.evaluate_bytes(path.read_bytes(), AS_OF)
+    if patient is None:
+        (result,) = results
+        return result
+    return next(r for r in results if r["patient"] == patient)
 
 
 def _codes(result: dict[str, Any]) -> set[tuple[str, str]]:
@@ -74,17 +77,21 @@ def test_newer_receptor_result_supersedes_the_older_one(container: Container) ->
 
 
 def test_ecog_3_against_karnofsky_90_is_a_data_conflict(container: Container) -> None:
-    result = _evaluate(container, MCODE / "clinical-trial-matching-service" / "patient_data.json")
+    # The file's ECOG 3 and KPS 90 name another subject than its Patient: they are grouped under that patient.
+    path = MCODE / "clinical-trial-matching-service" / "patient_data.json"
+    result = _evaluate(container, path, "Patient/mCODEMassiveBioPatientExample1004")
     assert ("DQ-02", "data-conflict") in _codes(result)
     assert ("conflicting-input", "ecog") in _issues(result)
     assert result["assessment"]["ecog"] is None
-    # identical duplicates are merged silently: no DQ-06 conflict
-    assert ("DQ-06", "data-conflict") not in _codes(result)
+    # the file repeats several resources with identical contents: merged silently, no DQ-06 conflict
+    main = _evaluate(container, path, "Patient/1e208b6b-77f1-4808-a32b-9f9caf1ec334")
+    assert ("DQ-06", "data-conflict") not in _codes(main)
+    assert len(main["assessment"]["lesions"]) == 1  # the two copies of the secondary condition are one
 
 
 def test_out_of_range_ecog_and_karnofsky_are_rejected(container: Container) -> None:
     path = MCODE / "clinical-trial-matching-service" / "patient_data_missing_birthdate_invalid_ecog_karnofsky.json"
-    result = _evaluate(container, path)
+    result = _evaluate(container, path, "Patient/mCODEMassiveBioPatientExample1004")
     invalid = {i["input"] for i in result["issues"] if i["code"] == "invalid-value"}
     assert {"ecog", "kps"} <= invalid
     assert result["assessment"]["ecog"] is None

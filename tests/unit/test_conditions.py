@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.rules.compile import compile_stage
-from service.rules.conditions import ConditionError, Truth, parse, to_durable, truth, undecided_facts
+from service.rules.conditions import ConditionError, Truth, durable_clauses, parse, truth, undecided_facts
 from service.rules.engine import RulesEngine, sink_rules
 
 FACTS = ("a", "b", "c")
@@ -80,7 +80,7 @@ conditions = st.recursive(
         st.builds(lambda xs: {"any": xs}, st.lists(inner, min_size=1, max_size=3)),
         st.builds(lambda x: {"not": x}, inner),
     ),
-    max_leaves=6,
+    max_leaves=10,
 )
 value_sets = st.fixed_dictionaries({}, optional={f: st.integers(0, 3) for f in FACTS})
 
@@ -97,10 +97,8 @@ def _durable_truth(raw: dict[str, Any], values: dict[str, int]) -> Truth:
     cond = parse(raw, {})
     body = dict(sink_rules())
     for mode in ("T", "P"):
-        body[f"r${mode}"] = {
-            "all": [{"m": {"$and": [{"kind": "patient"}, to_durable(cond, mode)]}}],
-            "run": mode,
-        }
+        for n, clause in enumerate(durable_clauses(cond, mode)):
+            body[f"r${mode}{n}"] = {"all": [{"m": {"$and": [{"kind": "patient"}, clause]}}], "run": mode}
     _engine.register({name: body})
     fired = {a for a, _ in _engine.call(_engine.run, name, [{**values, "kind": "patient", "key": 0}])}
     if "T" in fired:
@@ -117,3 +115,12 @@ def test_durable_rules_agree_with_the_three_valued_meaning(raw: dict[str, Any], 
 def test_compile_stage_has_a_sink_for_every_fact_kind() -> None:
     body = compile_stage(())
     assert {"sink$patient", "sink$lesion"} <= body.keys()
+
+
+def test_deeply_nested_conditions_are_flattened_for_the_engine() -> None:
+    # durable-rules refuses expressions nested four levels deep (error 113); DNF keeps every clause flat.
+    deep: dict[str, Any] = {"a": {"lt": 1}}
+    for depth in range(6):
+        deep = {"any": [{"all": [deep, {"b": {"gte": depth}}]}, {"c": depth}]}
+    assert _durable_truth(deep, {"a": 0, "b": 9}) is Truth.TRUE
+    assert _durable_truth(deep, {"a": 2, "b": 9, "c": 7}) is Truth.FALSE

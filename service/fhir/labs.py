@@ -1,0 +1,148 @@
+"""Laboratory Observations → facts (fhir-mapping.md §4.7): creatinine, CrCl (read, or Cockcroft–Gault from
+creatinine, age, sex and weight — never eGFR), corrected calcium, blood counts, testosterone, weight.
+Units are converted to those of clinical-rules.md before any threshold; negative values are invalid (DQ-04)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
+from service.fhir.readings import Invalid, Reading, latest, read_all
+from service.fhir.util import LOINC, Resource, has_code
+
+# unit → factor to the target unit (UCUM code or the printed unit)
+CREATININE_MG_DL = {"mg/dL": 1.0, "umol/L": 1 / 88.42, "µmol/L": 1 / 88.42, "mmol/L": 1000 / 88.42}
+CALCIUM_MG_DL = {"mg/dL": 1.0, "mmol/L": 4.008}
+ALBUMIN_G_DL = {"g/dL": 1.0, "g/L": 0.1}
+HB_G_DL = {"g/dL": 1.0, "g/L": 0.1, "mmol/L": 1.611}
+COUNT_10_9_L = {"10*9/L": 1.0, "10^9/L": 1.0, "x10E9/L": 1.0, "10*3/uL": 1.0, "K/uL": 1.0, "/uL": 0.001, "/mm3": 0.001}
+ML_MIN = {"mL/min": 1.0, "ml/min": 1.0}
+NG_DL = {"ng/dL": 1.0, "nmol/L": 28.84, "ng/mL": 100.0}
+KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
+
+
+@dataclass(frozen=True, slots=True)
+class Lab:
+    fact: str
+    loinc: tuple[str, ...]
+    units: dict[str, float]
+
+
+LABS = (
+    Lab("scr_current_mg_dl", ("2160-0", "38483-4", "14682-9"), CREATININE_MG_DL),
+    Lab("crcl_observed", ("35591-7",), ML_MIN),
+    Lab("calcium_mg_dl", ("17861-6", "49765-1"), CALCIUM_MG_DL),
+    Lab("albumin_g_dl", ("1751-7", "61151-7"), ALBUMIN_G_DL),
+    Lab("anc", ("751-8", "26499-4"), COUNT_10_9_L),
+    Lab("platelets", ("777-3", "26515-7"), COUNT_10_9_L),
+    Lab("hb", ("718-7",), HB_G_DL),
+    Lab("testosterone_ng_dl", ("2986-8",), NG_DL),
+    Lab("weight_kg", ("29463-7", "3141-9"), KG),
+)
+
+
+def _quantity(units: dict[str, float]) -> Callable[[Resource], float]:
+    def extract(obs: Resource) -> float:
+        q = obs.get("valueQuantity")
+        if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
+            raise Invalid("valueQuantity expected")
+        unit = str(q.get("code") or q.get("unit") or "")
+        if unit not in units:
+            raise Invalid(f"unit {unit!r} not recognised")
+        if q["value"] < 0:
+            raise Invalid(f"negative value {q['value']}")
+        return round(float(q["value"]) * units[unit], 3)
+
+    return extract
+
+
+def lab_readings(obs: list[Resource], issues: list[InputIssue]) -> dict[str, list[Reading]]:
+    return {
+        lab.fact: read_all(
+            (o for o in obs if has_code(o.get("code"), LOINC, lab.loinc)), _quantity(lab.units), lab.fact, issues
+        )
+        for lab in LABS
+    }
+
+
+def _stale(fact: Fact, as_of: date, days: int) -> Fact:
+    if fact.usable and fact.effective and fact.effective < as_of - timedelta(days=days):
+        return Fact(fact.name, fact.value, FactStatus.STALE, fact.sources, fact.effective, fact.derived)
+    return fact
+
+
+def lab_facts(
+    readings: dict[str, list[Reading]],
+    age: int | None,
+    sex: str | None,
+    as_of: date,
+    renal_days: int,
+    issues: list[InputIssue],
+) -> list[Fact]:
+    facts = {name: _to_fact(name, latest(rs)) for name, rs in readings.items()}
+    facts["scr_current_mg_dl"] = _stale(facts["scr_current_mg_dl"], as_of, renal_days)
+    crcl = _crcl(facts, age, sex, issues)
+    out = [*facts.values(), _stale(crcl, as_of, renal_days), _corrected_calcium(facts, issues)]
+    return out
+
+
+def _to_fact(name: str, selected: object) -> Fact:
+    from service.fhir.readings import Selected, to_fact
+
+    return to_fact(name, selected if isinstance(selected, Selected) else None)
+
+
+def cockcroft_gault(age: int, weight_kg: float, scr_mg_dl: float, female: bool) -> float:
+    """CrCl (mL/min) = (140 − age) × weight / (72 × SCr) [× 0.85 for women] (the zoledronic acid label's formula)."""
+    value = (140 - age) * weight_kg / (72 * scr_mg_dl)
+    return round(value * (0.85 if female else 1.0), 1)
+
+
+def _crcl(facts: dict[str, Fact], age: int | None, sex: str | None, issues: list[InputIssue]) -> Fact:
+    observed = facts["crcl_observed"]
+    if observed.usable:
+        return known("crcl", observed.value, observed.sources, observed.effective)  # type: ignore[arg-type]
+    scr, weight = facts["scr_current_mg_dl"], facts["weight_kg"]
+    missing = [
+        n
+        for n, ok in (
+            ("scr_current_mg_dl", scr.usable),
+            ("weight_kg", weight.usable),
+            ("age", age is not None),
+            ("sex", sex in ("male", "female")),
+        )
+        if not ok
+    ]
+    if missing or not isinstance(scr.value, float) or scr.value <= 0:
+        return unknown("crcl", missing or ["scr_current_mg_dl"])
+    assert isinstance(weight.value, float) and age is not None
+    value = cockcroft_gault(age, weight.value, scr.value, sex == "female")
+    issues.append(
+        InputIssue(
+            "derived-input",
+            "crcl",
+            f"CrCl {value} mL/min by Cockcroft–Gault from creatinine "
+            f"{scr.value} mg/dL, weight {weight.value} kg, age {age}, sex {sex}",
+        )
+    )
+    return known("crcl", value, (*scr.sources, *weight.sources), scr.effective, derived=True)
+
+
+def _corrected_calcium(facts: dict[str, Fact], issues: list[InputIssue]) -> Fact:
+    """Corrected Ca = Ca + 0.8 × (4.0 − albumin g/dL) [LABEL]."""
+    ca, albumin = facts["calcium_mg_dl"], facts["albumin_g_dl"]
+    if not ca.usable or not isinstance(ca.value, float):
+        return unknown("ca_corrected_mg_dl", ("calcium_mg_dl",))
+    if not albumin.usable or not isinstance(albumin.value, float):
+        return unknown("ca_corrected_mg_dl", ("albumin_g_dl",))
+    value = round(ca.value + 0.8 * (4.0 - albumin.value), 2)
+    issues.append(
+        InputIssue(
+            "derived-input",
+            "ca_corrected_mg_dl",
+            f"corrected calcium {value} mg/dL from calcium {ca.value} and albumin {albumin.value} g/dL",
+        )
+    )
+    return known("ca_corrected_mg_dl", value, (*ca.sources, *albumin.sources), ca.effective, derived=True)

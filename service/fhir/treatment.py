@@ -1,0 +1,188 @@
+"""Facts the treatment-eligibility rules need beyond the OMD assessment (clinical-rules.md §5–§6): medication
+classes active or ordered, renal course on zoledronic acid, calcium, dental examination, genomics, and derived
+statuses (menopausal, castration). Thresholds stay in the rule files; only [LABEL] definitions live here."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from service.domain.facts import Fact, InputIssue, PatientFacts, known, unknown
+from service.fhir.medications import MedicationUse, active_classes, ordered_classes
+from service.fhir.readings import Reading
+from service.fhir.util import LOINC, Resource, codings, has_code, parse_date
+
+ZOLEDRONIC_ACID = "77655"
+DENTAL_WINDOW_DAYS = 183  # 6 months [CONFIG]
+HYPOCALCAEMIA_MG_DL = 8.5  # fallback when the lab gives no interpretation [KNOW]
+EGFR_HGNC, ALK_HGNC = "HGNC:3236", "HGNC:427"
+PRESENT, ABSENT = "LA9633-4", "LA9634-2"
+GENE_STUDIED = "48018-6"
+
+
+def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
+    active = active_classes(uses, as_of)
+    ordered = ordered_classes(uses, as_of)
+    za = [u for u in uses if u.ingredient == ZOLEDRONIC_ACID]
+    za_ordered = bool(ordered_classes(za, as_of))
+    radium_given = [u for u in uses if "radium223" in u.classes and u.kind in ("administration", "statement")]
+    src = tuple(u.resource for u in uses)
+    facts = [
+        known(f"{cls}_active", cls in active, src)
+        for cls in (
+            "adt",
+            "ai",
+            "serm",
+            "ofs",
+            "cdk46i",
+            "anti_her2",
+            "egfr_tki",
+            "alk_tki",
+            "ici",
+            "bisphosphonate",
+            "denosumab",
+        )
+    ]
+    facts += [
+        known("endocrine_active", bool(active & {"ai", "serm", "ofs"}), src),
+        known("bisphosphonate_ordered", "bisphosphonate" in ordered, src),
+        known("denosumab_ordered", "denosumab" in ordered, src),
+        known("za_ordered", za_ordered, tuple(u.resource for u in za)),
+        known("bma_active", bool(active & {"bisphosphonate", "denosumab"}), src),
+        known("bma_ordered", bool(ordered & {"bisphosphonate", "denosumab"}), src),
+        known("radium_ordered", "radium223" in ordered, src),
+        known("radium_given_before", bool(radium_given), tuple(u.resource for u in radium_given)),
+        known("calcium_and_vitamin_d", {"calcium", "vitamin_d"} <= active, src),
+    ]
+    return facts
+
+
+def za_renal_facts(uses: list[MedicationUse], creatinine: list[Reading], as_of: date) -> list[Fact]:
+    """BMA-03 [LABEL]: baseline = latest SCr before the first zoledronic acid dose; withhold when SCr rose by
+    ≥ 0.5 mg/dL (baseline < 1.4) or ≥ 1.0 mg/dL (baseline ≥ 1.4); resume within 10 % of baseline."""
+    starts = [u.start for u in uses if u.ingredient == ZOLEDRONIC_ACID and u.start and not u.draft]
+    dated = sorted((r for r in creatinine if r.effective), key=lambda r: r.effective or date.min)
+    if not starts or not dated:
+        return [unknown("za_renal_deterioration", ("scr_baseline_mg_dl",))]
+    first = min(starts)
+    before = [r for r in dated if r.effective and r.effective <= first]
+    after = [r for r in dated if r.effective and r.effective > first]
+    if not before or not after:
+        return [unknown("za_renal_deterioration", ("scr_baseline_mg_dl" if not before else "scr_current_mg_dl",))]
+    base = float(before[-1].value)
+    rise = 0.5 if base < 1.4 else 1.0
+    current = float(after[-1].value)
+    met_before = any(float(r.value) - base >= rise for r in after)
+    deteriorated = current - base >= rise or (met_before and current > 1.10 * base)
+    sources = (before[-1].source, after[-1].source)
+    return [
+        known("scr_baseline_mg_dl", base, (before[-1].source,), before[-1].effective),
+        known("za_renal_deterioration", deteriorated, sources, after[-1].effective),
+    ]
+
+
+def calcium_low(obs: list[Resource], pf: PatientFacts) -> Fact:
+    """Below the lab's lower limit (interpretation L/LL), else corrected calcium < 8.5 mg/dL [KNOW fallback]."""
+    cal = [
+        o
+        for o in obs
+        if has_code(o.get("code"), LOINC, ("17861-6", "49765-1"))
+        and o.get("status") in ("final", "amended", "corrected", "preliminary")
+    ]
+    if not cal:
+        return unknown("calcium_low", ("calcium_mg_dl",))
+    newest = max(cal, key=lambda o: str(o.get("effectiveDateTime", "")))
+    flags = {c for _, c in codings(newest.get("interpretation") or [])}
+    if flags:
+        return known("calcium_low", bool(flags & {"L", "LL", "LU"}), (f"Observation/{newest.get('id')}",))
+    corrected = pf.value("ca_corrected_mg_dl")
+    if isinstance(corrected, float):
+        return known("calcium_low", corrected < HYPOCALCAEMIA_MG_DL, pf.get("ca_corrected_mg_dl").sources)
+    return unknown("calcium_low", ("ca_corrected_mg_dl",))
+
+
+def dental_fact(pf: PatientFacts, as_of: date) -> Fact:
+    done = parse_date(pf.value("dental_exam_date"))
+    recent = bool(done and done >= as_of - timedelta(days=DENTAL_WINDOW_DAYS))
+    return known("dental_exam_recent", recent, pf.get("dental_exam_date").sources if recent else ())
+
+
+def genomic_facts(obs: list[Resource]) -> list[Fact]:
+    """EGFR sensitizing mutation / ALK fusion from genomic results only; EGFR protein IHC (39004-7) never counts."""
+    egfr: list[tuple[bool | None, str]] = []
+    alk: list[tuple[bool | None, str]] = []
+    for o in obs:
+        if o.get("status") not in ("final", "amended", "corrected", "preliminary"):
+            continue
+        ref = f"Observation/{o.get('id')}"
+        if has_code(o.get("code"), LOINC, ("78205-2", "79206-9")):
+            alk.append((_present(o), ref))
+        if not has_code(o.get("code"), LOINC, ("69548-6",)):
+            continue
+        genes = {
+            c
+            for comp in o.get("component") or []
+            if has_code(comp.get("code"), LOINC, (GENE_STUDIED,))
+            for _, c in codings(comp.get("valueCodeableConcept"))
+        }
+        if ALK_HGNC in genes:
+            alk.append((_present(o), ref))
+        if EGFR_HGNC in genes:
+            egfr.append((_egfr_sensitizing(o), ref))
+    return [_genomic("egfr_sensitizing_mutation", egfr), _genomic("alk_fusion", alk)]
+
+
+def _present(o: Resource) -> bool | None:
+    codes = {c for _, c in codings(o.get("valueCodeableConcept"))}
+    text = str((o.get("valueCodeableConcept") or {}).get("text", "")).lower()
+    if PRESENT in codes or "positive" in text or text == "detected":
+        return True
+    if ABSENT in codes or "negative" in text:
+        return False
+    return None
+
+
+def _egfr_sensitizing(o: Resource) -> bool | None:
+    present = _present(o)
+    if present is not True:
+        return present
+    hgvs = " ".join(
+        str(comp.get("valueCodeableConcept", {}).get("text", ""))
+        + " "
+        + " ".join(c for _, c in codings(comp.get("valueCodeableConcept")))
+        for comp in o.get("component") or []
+    ).lower()
+    # exon 19 deletions and p.Leu858Arg [KNOW; the clinical list is still to be agreed]
+    if "l858r" in hgvs or "leu858arg" in hgvs or ("exon 19" in hgvs and "del" in hgvs) or "del19" in hgvs:
+        return True
+    return None
+
+
+def _genomic(name: str, results: list[tuple[bool | None, str]]) -> Fact:
+    sources = tuple(ref for _, ref in results)
+    if any(v is True for v, _ in results):
+        return known(name, True, sources)
+    if results and all(v is False for v, _ in results):
+        return known(name, False, sources)
+    return unknown(name)
+
+
+def derived_statuses(pf: PatientFacts, uses: list[MedicationUse], issues: list[InputIssue]) -> list[Fact]:
+    facts: list[Fact] = []
+    if not pf.get("menopausal_status").usable and pf.get("menopausal_status").status.value == "unknown":
+        age = pf.value("age")
+        if isinstance(age, int) and age >= 60:  # [KNOW/CONFIG] age ≥ 60 → post
+            facts.append(known("menopausal_status", "post", pf.get("age").sources, derived=True))
+            issues.append(InputIssue("derived-input", "menopausal_status", f"postmenopausal derived from age {age}"))
+    if not pf.get("castration_status").usable and pf.get("castration_status").status.value == "unknown":
+        t = pf.value("testosterone_ng_dl")
+        progressing = pf.value("any_omd_lesion_progressing") is True or pf.value("primary_progressing") is True
+        if pf.value("adt_active") is True and isinstance(t, float) and t < 50 and progressing:  # [KNOW]
+            facts.append(known("castration_status", "resistant", pf.get("testosterone_ng_dl").sources, derived=True))
+            issues.append(
+                InputIssue(
+                    "derived-input",
+                    "castration_status",
+                    f"castration-resistant derived: on ADT, testosterone {t} ng/dL, progression",
+                )
+            )
+    return facts
