@@ -131,7 +131,7 @@ def _entries(data: Any) -> Sequence[Any]:
         raise BundleError(422, "structure", f"expected a FHIR Bundle, got a JSON {_json_kind(data)}")
     rtype = data.get("resourceType")
     if rtype != "Bundle":
-        got = f"a {_shown(rtype)} resource" if isinstance(rtype, str) else "an object without resourceType"
+        got = f"resourceType {_shown(rtype)}" if isinstance(rtype, str) else "an object without resourceType"
         raise BundleError(422, "structure", f"expected a FHIR Bundle, got {got}")
     entries = data.get("entry")
     if entries is None or entries == []:
@@ -295,6 +295,9 @@ def _resolve(reference: str, declared_type: Any, index: Mapping[str, str | None]
         return f"Patient/{match[2]}" if match[1] == "Patient" else None
     # A urn:uuid not in this Bundle: the Patient lives elsewhere; the urn is the only name it has here.
     if reference.startswith("urn:") and declared_type in (None, "Patient"):
+        return reference
+    # A transaction's conditional reference ("Patient?identifier=…") names a patient the server will find.
+    if reference.startswith("Patient?"):
         return reference
     return None  # "#contained", a bare id, a non-RESTful URL: no patient we could match
 

@@ -80,6 +80,9 @@ class RulesEngine:
         """Assert `facts` in a fresh session of `ruleset`; return (action, fact key) pairs. Owner thread only."""
         if threading.current_thread() is not self._owner:
             raise EngineError("durable-rules called from a thread that does not own it")
+        strays = {f.get("kind") for f in facts} - set(FactKinds)
+        if strays:  # a fact no rule handles makes durable drop the batch (and may crash it): refuse it first
+            raise EngineError(f"{ruleset}: facts of unknown kind {sorted(map(str, strays))}")
         sid = str(next(self._sids))
         host = self._host
         fired: list[tuple[str, int]] = []

@@ -42,11 +42,12 @@ class RuleRunner:
         self.engine = engine
         engine.register(compile_ruleset(ruleset))
         self._stage_names = [stage_name(ruleset, k) for k in range(len(ruleset.stages))]
+        self._fields = [stage_fields(parts) for parts in ruleset.stages]
 
     def evaluate(self, pf: PatientFacts) -> RuleResults:
         state = _State(pf)
-        for name, parts in zip(self._stage_names, self.ruleset.stages, strict=True):
-            fired = self.engine.run(name, state.engine_facts())
+        for name, parts, fields in zip(self._stage_names, self.ruleset.stages, self._fields, strict=True):
+            fired = self.engine.run(name, state.engine_facts(fields))
             hits = {(parse_action(a), k) for a, k in fired}
             for part in parts:
                 if part.kind == "derive":
@@ -76,9 +77,12 @@ class _State:
                 "lesion_condition": s.lesion,
             }
 
-    def engine_facts(self) -> list[dict[str, Any]]:
-        out = [{**self.patient.values, "kind": "patient", "key": 0}]
-        out.extend({**s.values, "kind": "lesion", "key": s.key} for s in self.lesions)
+    def engine_facts(self, fields: Mapping[str, frozenset[str]]) -> list[dict[str, Any]]:
+        """Only the facts the stage's conditions read: durable-rules copies every fact as JSON per firing."""
+        patient = fields["patient"]
+        out = [{**_pick(self.patient.values, patient), "kind": "patient", "key": 0}]
+        if fields["lesion"]:
+            out.extend({**_pick(s.values, fields["lesion"]), "kind": "lesion", "key": s.key} for s in self.lesions)
         return out
 
     def fact(self, subject: _Subject, name: str) -> Fact | None:
@@ -219,6 +223,23 @@ class _State:
         issues = [Issue(code, name, tuple(rules), detail) for (code, name), (rules, detail) in self.issues.items()]
         issues.extend(_input_issue(i) for i in self.pf.issues)
         return RuleResults(recs, _merge_issues(issues), self.fired_rules)
+
+
+def _pick(values: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    return {n: values[n] for n in names if n in values}
+
+
+def stage_fields(parts: tuple[Part, ...]) -> dict[str, frozenset[str]]:
+    """Per fact kind, the fact names the conditions of these parts read."""
+    fields: dict[str, set[str]] = {"patient": set(), "lesion": set()}
+    for part in parts:
+        if part.kind == "derive":
+            assert part.rule.derive is not None
+            for _, cond in part.rule.derive.cases:
+                fields[part.rule.level].update(facts_of(cond))
+        for outcome in part.rule.outcomes if part.kind == "outcomes" else ():
+            fields[outcome.level].update(facts_of(outcome.when))
+    return {kind: frozenset(names) for kind, names in fields.items()}
 
 
 def _input_issue(i: InputIssue) -> Issue:
