@@ -156,7 +156,7 @@ class _State:
                 activity=activity,
                 lesion=subject.lesion,
                 source_url=rule.url,
-                explanation={"inputs": inputs, "thresholds": thresholds},
+                explanation={k: v for k, v in (("inputs", inputs), ("thresholds", thresholds)) if v},
             )
         )
         if outcome.lists_other_recommendations:
@@ -207,15 +207,18 @@ class _State:
         return out
 
     def _inputs(self, subject: _Subject, cond: Condition) -> dict[str, dict[str, Any]]:
-        return {
-            f.name: {
-                "value": f.value,
-                "date": f.effective.isoformat() if f.effective else None,
-                "derived": f.derived,
-                "sources": list(f.sources),
-            }
-            for f in self._used(subject, cond)
-        }
+        """Each input used: value, and where known its date, derivation and source resources."""
+        out: dict[str, dict[str, Any]] = {}
+        for f in self._used(subject, cond):
+            info: dict[str, Any] = {"value": f.value}
+            if f.effective:
+                info["date"] = f.effective.isoformat()
+            if f.derived:
+                info["derived"] = True
+            if f.sources:
+                info["sources"] = list(f.sources)
+            out[f.name] = info
+        return out
 
     def finish(self) -> RuleResults:
         recs = sorted(self.recs, key=lambda r: (r.rule, r.code, r.lesion or ""))
@@ -264,8 +267,8 @@ def _detail(text: str, inputs: dict[str, dict[str, Any]], thresholds: list[str],
     if inputs:
         lines.append("\n**Inputs used**")
         for name, info in inputs.items():
-            extra = [x for x in (info["date"], "derived" if info["derived"] else None) if x]
-            src = f" — {', '.join(info['sources'])}" if info["sources"] else ""
+            extra = [x for x in (info.get("date"), "derived" if info.get("derived") else None) if x]
+            src = f" — {', '.join(info['sources'])}" if info.get("sources") else ""
             when = f" ({'; '.join(extra)})" if extra else ""
             lines.append(f"- {label(name)}: **{show(info['value'])}**{when}{src}")
     if thresholds:

@@ -45,7 +45,7 @@ def details(parsed: ParsedBundle) -> list[str]:
     return [i.detail for i in parsed.issues]
 
 
-# --- input that cannot be used at all ------------------------------------------------------------------------
+# --- input that cannot be used at all -------------------------------------------------------------
 
 
 def test_malformed_json_is_400_with_its_position() -> None:
@@ -99,7 +99,7 @@ def test_a_bundle_with_nothing_patient_linked_is_422_saying_why() -> None:
     assert "1 of types the rules do not use" in diagnostics
 
 
-# --- validation ------------------------------------------------------------------------------------------------
+# --- validation -----------------------------------------------------------------------------------
 
 
 def test_an_invalid_observation_is_an_issue_and_the_rest_is_kept() -> None:
@@ -193,7 +193,7 @@ def test_entries_that_are_not_resources_are_issues_and_entries_without_one_are_s
     assert groups(parsed) == {"Patient/p1": ["Patient/p1"]}
 
 
-# --- grouping by patient ---------------------------------------------------------------------------------------
+# --- grouping by patient --------------------------------------------------------------------------
 
 
 def test_transaction_urn_uuid_references_group_under_the_patient_id() -> None:
@@ -245,7 +245,8 @@ def test_two_patients_give_two_groups_in_order_of_first_appearance() -> None:
 
 
 def test_a_resource_without_patient_link_is_an_issue() -> None:
-    parsed = read_bundle(bundle(patient(), observation("o1", subject=None), observation("o2", subject="Group/g")))
+    unlinked = observation("o1", subject=None)
+    parsed = read_bundle(bundle(patient(), unlinked, observation("o2", subject="Group/g")))
     assert details(parsed) == [
         "Bundle.entry[1].resource.subject: missing",
         "Bundle.entry[2].resource.subject: not a Patient reference ('Group/g')",
@@ -257,7 +258,8 @@ def test_a_resource_without_patient_link_is_an_issue() -> None:
 def test_a_urn_pointing_at_a_non_patient_entry_is_not_a_patient_link() -> None:
     group = {"resourceType": "Group", "id": "g", "type": "person", "actual": True}
     data = bundle(patient(), group, observation("o1", subject="urn:uuid:g"), full_urls=["", "urn:uuid:g", ""])
-    assert details(read_bundle(data)) == ["Bundle.entry[2].resource.subject: not a Patient reference ('urn:uuid:g')"]
+    expected = "Bundle.entry[2].resource.subject: not a Patient reference ('urn:uuid:g')"
+    assert details(read_bundle(data)) == [expected]
 
 
 @pytest.mark.parametrize("kind", ["collection", "transaction", "batch", "searchset", "message", "document"])
@@ -268,7 +270,7 @@ def test_every_bundle_type_is_read(kind: str) -> None:
     assert parsed.ignored == 1
 
 
-# --- duplicates (DQ-06) ----------------------------------------------------------------------------------------
+# --- duplicates (DQ-06) ---------------------------------------------------------------------------
 
 
 def test_identical_duplicates_are_merged_silently() -> None:
@@ -295,7 +297,7 @@ def test_one_id_under_two_patients_is_a_conflict_for_both() -> None:
     assert parsed.duplicate_conflicts == {"Patient/a": ("Observation/o1",), "Patient/b": ("Observation/o1",)}
 
 
-# --- real payloads (../shared/conformance/mcode) ------------------------------------------------------------------
+# --- real payloads (../shared/conformance/mcode) --------------------------------------------------
 
 
 def test_patient_data_json_merges_its_identical_copies_and_reports_its_invalid_observations() -> None:
@@ -327,6 +329,6 @@ def test_csv_condition_bundle_with_placeholder_values_has_nothing_usable() -> No
     assert (err.value.status, err.value.code) == (422, "processing")
     assert err.value.diagnostics == (
         "Bundle has no patient-linked resources (1 entry: 1 invalid); first problem: "
-        "Bundle.entry[0].resource.extension[0].valueDateTime: DateTime value string does not match spec regex "
-        "(got 'YYYY-MM-DD')"
+        "Bundle.entry[0].resource.extension[0].valueDateTime: "
+        "DateTime value string does not match spec regex (got 'YYYY-MM-DD')"
     )
