@@ -75,14 +75,20 @@ def _print_table(results: list[dict[str, object]]) -> None:
 @rules_app.command("check")
 def rules_check(directory: Annotated[Path | None, typer.Argument()] = None) -> None:
     """Validate the rule files against the schema; print name, version and digest."""
+    from service.rules.compile import compile_ruleset
+    from service.rules.engine import EngineError, RulesEngine
     from service.rules.loader import RuleFileError, default_rules_dir, load_ruleset
 
     settings: Settings = get_settings()
+    engine = RulesEngine()
     try:
         rs = load_ruleset(directory or settings.rules_dir or default_rules_dir(), settings.rule_settings())
-    except RuleFileError as exc:
+        engine.register(compile_ruleset(rs))  # durable-rules has limits of its own (e.g. nesting depth)
+    except (RuleFileError, EngineError) as exc:
         typer.echo(f"invalid rules: {exc}", err=True)
         raise typer.Exit(1) from exc
+    finally:
+        engine.close()
     typer.echo(f"{rs.name} {rs.version} {rs.digest}: {len(rs.rules)} rules in {len(rs.stages)} stages")
 
 

@@ -36,7 +36,7 @@ def compile_stage(parts: tuple[Part, ...]) -> dict[str, Any]:
             for mode in ("T", "P"):
                 for n, clause in enumerate(durable_clauses(cond, mode)):
                     body[f"{part.rule.id}#{part.kind}#{index}${mode}{n}"] = {
-                        "all": [{"m": {"$and": [{"kind": level}, clause]}}],
+                        "all": [{"m": {"$and": [{"kind": level}, *clause]}}],
                         "run": action_name(part, index, mode),
                     }
     return body

@@ -209,6 +209,10 @@ MAX_CLAUSES = 64
 def _dnf(cond: Condition, mode: str) -> list[list[tuple[Atom, str]]]:
     """Disjunctive normal form of `cond` read in `mode`: a list of clauses, each a list of (atom, mode)."""
     if isinstance(cond, Atom):
+        if cond.op in ("in", "nin"):  # one comparison per atom keeps every clause two levels deep
+            op = "eq" if cond.op == "in" else "ne"
+            atoms = tuple(Atom(cond.fact, op, v) for v in cond.value)
+            return _dnf(Any_(atoms) if cond.op == "in" else All(atoms), mode)
         return [[(cond, mode)]]
     if isinstance(cond, Not):
         return _dnf(cond.item, _DUAL[mode])
@@ -223,14 +227,10 @@ def _dnf(cond: Condition, mode: str) -> list[list[tuple[Atom, str]]]:
     return clauses
 
 
-def durable_clauses(cond: Condition, mode: str) -> list[dict[str, Any]]:
-    """`cond` in `mode` as flat durable-rules expressions, one per clause; the condition holds when any does.
+def durable_clauses(cond: Condition, mode: str) -> list[list[dict[str, Any]]]:
+    """`cond` in `mode` as flat durable-rules clauses (lists of tests to AND); the condition holds when any does.
 
     durable-rules 2.0.28 refuses expressions nested four levels deep (error 113), so conditions are flattened to
     disjunctive normal form and each clause becomes its own engine rule (nesting depth ≤ 3).
     """
-    out = []
-    for clause in _dnf(cond, mode):
-        parts = [_atom_durable(atom, m) for atom, m in clause]
-        out.append(parts[0] if len(parts) == 1 else {"$and": parts})
-    return out
+    return [[_atom_durable(atom, m) for atom, m in clause] for clause in _dnf(cond, mode)]

@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 import yaml
 
+from service.rules.compile import compile_ruleset
 from service.rules.conditions import Condition, ConditionError, Scalar, facts_of, parse
 from service.rules.model import Activity, Derivation, Outcome, Part, Rule, RuleSet
 
@@ -65,7 +66,7 @@ def load_ruleset(directory: Path, settings: Mapping[str, Scalar]) -> RuleSet:
             except ConditionError as exc:
                 raise RuleFileError(f"{path.name}: rules/{index} ({raw.get('id')}): {exc}") from exc
     _check_unique(rules)
-    return RuleSet(
+    ruleset = RuleSet(
         name=str(manifest["name"]),
         version=str(manifest["version"]),
         digest=digest_of(sources),
@@ -73,6 +74,11 @@ def load_ruleset(directory: Path, settings: Mapping[str, Scalar]) -> RuleSet:
         stages=order_stages(rules),
         sources=sources,
     )
+    try:
+        compile_ruleset(ruleset)
+    except ConditionError as exc:
+        raise RuleFileError(f"a condition cannot be compiled: {exc}") from exc
+    return ruleset
 
 
 def digest_of(sources: Mapping[str, str]) -> str:

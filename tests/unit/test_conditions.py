@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from service.rules.compile import compile_stage
@@ -98,7 +98,7 @@ def _durable_truth(raw: dict[str, Any], values: dict[str, int]) -> Truth:
     body = dict(sink_rules())
     for mode in ("T", "P"):
         for n, clause in enumerate(durable_clauses(cond, mode)):
-            body[f"r${mode}{n}"] = {"all": [{"m": {"$and": [{"kind": "patient"}, clause]}}], "run": mode}
+            body[f"r${mode}{n}"] = {"all": [{"m": {"$and": [{"kind": "patient"}, *clause]}}], "run": mode}
     _engine.register({name: body})
     fired = {a for a, _ in _engine.call(_engine.run, name, [{**values, "kind": "patient", "key": 0}])}
     if "T" in fired:
@@ -106,9 +106,13 @@ def _durable_truth(raw: dict[str, Any], values: dict[str, int]) -> Truth:
     return Truth.UNDECIDED if "P" in fired else Truth.FALSE
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(conditions, value_sets)
 def test_durable_rules_agree_with_the_three_valued_meaning(raw: dict[str, Any], values: dict[str, int]) -> None:
+    try:
+        durable_clauses(parse(raw, {}), "P")
+    except ConditionError:
+        assume(False)  # too many clauses: the loader refuses such a rule file
     assert _durable_truth(raw, values) is truth(parse(raw, {}), values)
 
 
