@@ -24,10 +24,13 @@ def serve() -> None:
     """Run the HTTP service (and the Kafka worker when OLIGOCDS_KAFKA_BOOTSTRAP is set)."""
     import uvicorn
 
+    from service.api import logs
     from service.api.app import create_app
 
     settings = get_settings()
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="info")
+    logs.configure(settings.log_level)
+    # uvicorn's own access log would print raw paths; ours logs route templates with a request id instead
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 
 @app.command()

@@ -32,6 +32,8 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     cors_origins: str | None = None
     fhir_timeout_ms: int = 400
+    rules_reload_seconds: float = Field(5.0, ge=0)  # 0 turns the rule-file watcher off
+    log_level: str = "INFO"
 
     # Clinical [CONFIG] values of clinical-rules.md §8; the rule files read them as {setting: name}.
     controlled_primary_days: int = Field(90, ge=0)

@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -22,13 +23,20 @@ def free_port() -> int:
         return port
 
 
+_APPS: dict[str, Any] = {}
+
+
+def app_of(url: str) -> Any:
+    """The FastAPI app behind a running test server (to reach its state, e.g. the rule reloader)."""
+    return _APPS[url]
+
+
 @contextmanager
 def running_server(settings: Settings, container: Container | None = None) -> Iterator[str]:
     """Serve the app on 127.0.0.1:<free port>; yield its base URL; stop it afterwards."""
     port = free_port()
-    config = uvicorn.Config(
-        create_app(settings, container), host="127.0.0.1", port=port, log_level="warning", lifespan="on"
-    )
+    app = create_app(settings, container)
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -37,8 +45,11 @@ def running_server(settings: Settings, container: Container | None = None) -> It
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    _APPS[url] = app
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield url
     finally:
+        _APPS.pop(url, None)
         server.should_exit = True
         thread.join(timeout=10)

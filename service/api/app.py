@@ -8,9 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors, routes
+from service.api import errors, logs, metrics, routes
 from service.bootstrap import Container, bootstrap
 from service.config import Settings
+from service.reload import RuleReloader
 
 
 def create_app(settings: Settings, container: Container | None = None) -> FastAPI:
@@ -18,14 +19,26 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         owned = container is None
         app.state.container = container or bootstrap(settings)
+        reloader = RuleReloader(
+            app.state.container,
+            on_result=lambda result: app.state.metrics.reloads.labels(result=result).inc(),
+            interval_s=settings.rules_reload_seconds,
+        )
+        app.state.reloader = reloader
+        if settings.rules_reload_seconds > 0:
+            reloader.start()
         try:
             yield
         finally:
+            reloader.stop()
             if owned:
                 app.state.container.close()
 
     app = FastAPI(title="OligoCDS", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    app.state.metrics = metrics.Metrics()
     errors.install(app)
+    metrics.install(app, app.state.metrics)
+    logs.install(app)
     app.include_router(routes.router)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 
 from fastapi import APIRouter, Query, Request
@@ -36,7 +37,9 @@ async def evaluate(request: Request, as_of: str | None = Query(None, alias="asOf
     container = _container(request)
     day = _as_of(as_of)
     body = await read_json_body(request, request.app.state.settings.max_body_bytes)
+    start = time.perf_counter()
     results = await run_in_threadpool(container.evaluator.evaluate_bytes, body, day)
+    request.app.state.metrics.record_results(results, time.perf_counter() - start)
     return json_response({"results": results})
 
 
@@ -53,10 +56,19 @@ async def readyz(request: Request) -> Response:
     return json_response({"status": "ready", "ruleset": runner.ruleset.version})
 
 
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    """Prometheus metrics."""
+    rendered: Response = request.app.state.metrics.render()
+    return rendered
+
+
 @router.get("/rules")
 async def rules(request: Request) -> Response:
     """The loaded ruleset: name, version, digest and rule ids."""
     rs = _container(request).current_runner().ruleset
-    return json_response(
-        {"name": rs.name, "version": rs.version, "digest": rs.digest, "rules": [r.id for r in rs.rules]}
-    )
+    reloader = getattr(request.app.state, "reloader", None)
+    body = {"name": rs.name, "version": rs.version, "digest": rs.digest, "rules": [r.id for r in rs.rules]}
+    if reloader is not None and reloader.last_error:
+        body["lastReloadError"] = reloader.last_error
+    return json_response(body)

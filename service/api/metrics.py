@@ -1,0 +1,54 @@
+"""Prometheus metrics (one registry per application, so tests and hot reloads never share counters)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "oligocds_http_requests", "HTTP requests by route and status", ["method", "route", "status"], registry=r
+        )
+        self.evaluation = Histogram(
+            "oligocds_evaluation_seconds",
+            "Time to evaluate one request (parse, validate, facts, rules, render)",
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
+        self.rules_fired = Counter("oligocds_rules_fired", "Recommendations emitted, by rule id", ["rule"], registry=r)
+        self.cards = Counter("oligocds_cards", "Cards produced, by indicator", ["indicator"], registry=r)
+        self.reloads = Counter("oligocds_rules_reload", "Rule reload attempts by result", ["result"], registry=r)
+
+    def record_results(self, results: list[dict[str, Any]], seconds: float) -> None:
+        self.evaluation.observe(seconds)
+        for result in results:
+            for rec in result["recommendations"]:
+                self.rules_fired.labels(rule=rec["rule"]).inc()
+            for card in result["cards"]:
+                self.cards.labels(indicator=card["indicator"]).inc()
+
+    def render(self) -> Response:
+        return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+def install(app: FastAPI, metrics: Metrics) -> None:
+    """Count every request by its route template (never the raw path: it may carry a patient id)."""
+
+    @app.middleware("http")
+    async def count(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        start = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        request.state.elapsed = time.perf_counter() - start
+        return response
