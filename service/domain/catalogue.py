@@ -33,8 +33,100 @@ FACT_LABELS: dict[str, str] = {
     "her2": "HER2 status",
     "duplicate_resource": "resources sent twice with the same id",
     "site_class": "body site of the lesion",
+    "mirels": "Mirels inputs (local code mirels-assessment: site, pain, lesion type, size)",
+    "fracture": "fracture status of the lesion (local code fracture-status)",
+    "crcl": "creatinine clearance, Cockcroft–Gault (LOINC 35591-7, or creatinine + weight + age + sex)",
+    "ca_corrected_mg_dl": "albumin-corrected calcium (calcium 17861-6 and albumin 1751-7)",
+    "scr_current_mg_dl": "serum creatinine (LOINC 2160-0)",
+    "scr_baseline_mg_dl": "serum creatinine before the first zoledronic acid dose",
+    "menopausal_status": "menopausal status (local code menopausal-status)",
+    "anc": "neutrophil count (LOINC 751-8)",
+    "platelets": "platelet count (LOINC 777-3)",
+    "hb": "haemoglobin (LOINC 718-7)",
+    "egfr_sensitizing_mutation": "EGFR sensitising mutation (genomic variant, not protein IHC)",
+    "alk_fusion": "ALK fusion (genomic variant or FISH 78205-2)",
 }
 
 
 def label(fact: str) -> str:
     return FACT_LABELS.get(fact, fact.replace("_", " "))
+
+
+# The fact names of clinical-rules.md §1.2: the only names `issues[].input` carries (contract.md §3).
+PUBLIC_FACTS = frozenset(
+    {
+        "primary_site",
+        "primary_dx_date",
+        "primary_treated_definitively",
+        "primary_progressing",
+        "primary_controlled",
+        "mets",
+        "n_mets",
+        "n_mets_lifetime",
+        "max_mets_per_organ",
+        "n_organs",
+        "bone_only",
+        "visceral_mets",
+        "brain_mets",
+        "brain_met_gt_3cm",
+        "malignant_pleural_effusion",
+        "diffuse_disease",
+        "cm_category",
+        "history_polymetastatic",
+        "previous_omd_dx",
+        "omd_dx_date",
+        "on_systemic_therapy_at_omd_dx",
+        "any_omd_lesion_progressing",
+        "ecog",
+        "kps",
+        "life_expectancy",
+        "bone_pain",
+        "mirels",
+        "fracture",
+        "site_class",
+        "mscc_or_neuro_deficit",
+        "crcl",
+        "scr_baseline_mg_dl",
+        "scr_current_mg_dl",
+        "ca_corrected_mg_dl",
+        "anc",
+        "platelets",
+        "hb",
+        "dental_exam_done",
+        "oral_open_lesion",
+        "invasive_dental_planned",
+        "er",
+        "pr",
+        "her2",
+        "menopausal_status",
+        "egfr_sensitizing_mutation",
+        "alk_fusion",
+        "castration_status",
+        "testosterone_ng_dl",
+        "age",
+        "current_meds",
+        "draft_orders",
+        "tumor_board_reviewed",
+        "planned_local_tx_lesions",
+    }
+)
+
+# Internal working facts → the §1.2 fact they stand for.
+ALIASES = {
+    "lesion_mirels_score": "mirels",
+    "lesion_mirels_size": "mirels",
+    "lesion_site_class": "site_class",
+    "lesion_fracture": "fracture",
+    "life_expectancy_6m": "life_expectancy",
+    "calcium_low": "ca_corrected_mg_dl",
+    "calcium_mg_dl": "ca_corrected_mg_dl",
+    "albumin_g_dl": "ca_corrected_mg_dl",
+    "days_since_primary_treatment": "primary_treated_definitively",
+    "days_since_primary_dx": "primary_dx_date",
+    "cm_category_recorded": "cm_category",
+    "lesion_progressing": "any_omd_lesion_progressing",
+}
+
+
+def public_name(fact: str) -> str:
+    return ALIASES.get(fact, fact)

@@ -168,7 +168,8 @@ def _genomic(name: str, results: list[tuple[bool | None, str]]) -> Fact:
 
 def derived_statuses(pf: PatientFacts, uses: list[MedicationUse], issues: list[InputIssue]) -> list[Fact]:
     facts: list[Fact] = []
-    if not pf.get("menopausal_status").usable and pf.get("menopausal_status").status.value == "unknown":
+    breast = pf.value("primary_site") == "breast"
+    if breast and not pf.get("menopausal_status").usable and pf.get("menopausal_status").status.value == "unknown":
         age = pf.value("age")
         if isinstance(age, int) and age >= 60:  # [KNOW/CONFIG] age ≥ 60 → post
             facts.append(known("menopausal_status", "post", pf.get("age").sources, derived=True))

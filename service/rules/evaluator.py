@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.domain.catalogue import label
+from service.domain.catalogue import PUBLIC_FACTS, label, public_name
 from service.domain.facts import ISSUE_FOR_STATUS, Fact, FactStatus, InputIssue, PatientFacts, known
 from service.domain.result import Issue, Recommendation
 from service.rules.compile import compile_ruleset, parse_action, stage_name
@@ -172,19 +172,17 @@ class _State:
                 where = f" (lesion {subject.lesion})" if subject.lesion else ""
                 self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}{where}")
 
-    def _roots(self, subject: _Subject, name: str) -> list[tuple[str, FactStatus]]:
+    def _roots(self, subject: _Subject, name: str, depth: int = 0) -> list[tuple[str, FactStatus]]:
+        """The §1.2 facts to report for an open fact: itself when it is one, and the inputs it was derived from."""
         fact = self.fact(subject, name)
-        if fact is None:
-            return [(name, FactStatus.UNKNOWN)]
-        if fact.status is FactStatus.KNOWN or not fact.missing:
-            status = fact.status if fact.status is not FactStatus.KNOWN else FactStatus.UNKNOWN
-            return [(name, status)]
-        roots: list[tuple[str, FactStatus]] = [(name, FactStatus.UNKNOWN)]
-        for m in fact.missing:
-            root = self.fact(subject, m)
-            status = root.status if root is not None and root.status is not FactStatus.KNOWN else FactStatus.UNKNOWN
-            roots.append((m, status))
-        return roots
+        status = fact.status if fact is not None and fact.status is not FactStatus.KNOWN else FactStatus.UNKNOWN
+        public = public_name(name)
+        keep = public in PUBLIC_FACTS or (depth == 0 and not (fact and fact.missing))
+        own: list[tuple[str, FactStatus]] = [(public, status)] if keep else []
+        if fact is None or not fact.missing or depth > 3:
+            return own
+        roots = [r for m in fact.missing for r in self._roots(subject, m, depth + 1)]
+        return list(dict.fromkeys(own + roots)) or [(public, status)]
 
     def _add_issue(self, code: str, name: str, rule_id: str, detail: str) -> None:
         rules, first = self.issues.get((code, name), ([], detail))
