@@ -163,6 +163,18 @@ def undecided_facts(cond: Condition, values: Values) -> list[str]:
     return found
 
 
+def holding_atoms(cond: Condition, values: Values) -> list[Atom]:
+    """For a TRUE condition: the atoms that make it true (any of them turning false changes the answer)."""
+    if isinstance(cond, Atom):
+        return [cond] if _atom_truth(cond, values) is Truth.TRUE else []
+    if isinstance(cond, Not):
+        return []  # a negated part holds because something is false; not a single input to point at
+    parts = [item for item in cond.items if truth(item, values) is Truth.TRUE]
+    if isinstance(cond, Any_) and len(parts) != 1:
+        return []  # several alternatives hold: no single input flips the answer
+    return [atom for item in parts for atom in holding_atoms(item, values)]
+
+
 # --- durable-rules JSON form -------------------------------------------------------------------------------
 # Four modes: T (definitely true), F (definitely false), P (possibly true = not F), N (possibly false = not T).
 # durable-rules has no general negation, so each mode is compiled directly.

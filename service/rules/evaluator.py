@@ -11,10 +11,10 @@ from service.domain.catalogue import PUBLIC_FACTS, label, public_name
 from service.domain.facts import ISSUE_FOR_STATUS, Fact, FactStatus, InputIssue, PatientFacts, known
 from service.domain.result import Issue, Recommendation
 from service.rules.compile import compile_ruleset, parse_action, stage_name
-from service.rules.conditions import Condition, Truth, facts_of, truth, undecided_facts
+from service.rules.conditions import Condition, Truth, facts_of, holding_atoms, truth, undecided_facts
 from service.rules.engine import RulesEngine
 from service.rules.model import Outcome, Part, Rule, RuleSet
-from service.rules.texts import render, show
+from service.rules.texts import describe, render, show
 
 TUMOR_BOARD = "For discussion at tumor board."
 
@@ -150,7 +150,9 @@ class _State:
                 rule=rule.id,
                 indicator=indicator,
                 summary=render(outcome.summary, values),
-                detail=_detail(render(outcome.detail, values), inputs, thresholds, rule),
+                detail=_detail(
+                    render(outcome.detail, values), inputs, thresholds, rule, self._changes(subject, outcome)
+                ),
                 evidence=tuple(evidence),
                 citation=rule.citation,
                 activity=activity,
@@ -183,6 +185,14 @@ class _State:
             return own
         roots = [r for m in fact.missing for r in self._roots(subject, m, depth + 1)]
         return list(dict.fromkeys(own + roots)) or [(public, status)]
+
+    def _changes(self, subject: _Subject, outcome: Outcome) -> list[str]:
+        found = []
+        for atom in holding_atoms(outcome.when, subject.values):
+            text = describe(label(atom.fact), atom.op, atom.value, subject.values.get(atom.fact))
+            if text not in found:
+                found.append(text)
+        return found
 
     def _add_issue(self, code: str, name: str, rule_id: str, detail: str) -> None:
         rules, first = self.issues.get((code, name), ([], detail))
@@ -260,7 +270,7 @@ def _merge_issues(issues: list[Issue]) -> list[Issue]:
     return sorted(merged.values(), key=lambda i: (i.code, i.input, i.detail))
 
 
-def _detail(text: str, inputs: dict[str, dict[str, Any]], thresholds: list[str], rule: Rule) -> str:
+def _detail(text: str, inputs: dict[str, dict[str, Any]], thresholds: list[str], rule: Rule, changes: list[str]) -> str:
     lines = [text] if text else []
     if inputs:
         lines.append("\n**Inputs used**")
@@ -272,6 +282,9 @@ def _detail(text: str, inputs: dict[str, dict[str, Any]], thresholds: list[str],
     if thresholds:
         lines.append("\n**Thresholds**")
         lines.extend(f"- {t}" for t in thresholds)
+    if changes:
+        lines.append("\n**What would change this**: the recommendation no longer applies if any of these stops holding")
+        lines.extend(f"- {c}" for c in changes)
     lines.append(f"\n**Source:** {rule.citation} (rule {rule.id})")
     lines.append(f"\n{TUMOR_BOARD}")
     return "\n".join(lines)

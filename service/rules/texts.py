@@ -131,3 +131,14 @@ class _Fill(dict[str, Any]):
 
 def render(template: str, values: Values) -> str:
     return template.format_map(_Fill(values))
+
+
+_OPS = {"eq": "=", "ne": "≠", "lt": "<", "lte": "≤", "gt": ">", "gte": "≥", "in": "one of", "nin": "none of"}
+
+
+def describe(fact_label: str, op: str, value: Any, now: Any) -> str:
+    """One condition of a rule in words, with the patient's current value: `ECOG ≤ 1 (now 0)`."""
+    if op == "known":
+        return f"{fact_label} {'is recorded' if value else 'is not recorded'}"
+    shown = ", ".join(show(v) for v in value) if isinstance(value, list) else show(value)
+    return f"{fact_label} {_OPS[op]} {shown} (now {show(now)})"

@@ -193,3 +193,9 @@ def test_details_name_inputs_values_thresholds_and_citation(
     for word in words:
         assert word in rec.detail, word
     assert rec.citation in rec.detail
+
+
+def test_detail_says_what_would_change_the_answer(container: Container) -> None:
+    rec = recs(run(container, crcl=45.0), "BMA-02")["zoledronic-acid-dose-reduction"]
+    change = rec.detail.split("**What would change this**")[1]
+    assert "≥ 30 (now 45)" in change and "≤ 60 (now 45)" in change
