@@ -130,3 +130,15 @@ def test_card_uuids_are_stable_per_patient_rule_and_code(container: Container) -
     later = container.evaluator.evaluate_bytes(EXAMPLE.read_bytes(), date(2026, 11, 27))[0]
     assert [c["uuid"] for c in result["cards"]] == [c["uuid"] for c in later["cards"]]
     assert len({c["uuid"] for c in result["cards"]}) == len(result["cards"])
+
+
+def test_a_patient_with_many_rules_gets_every_activity_in_a_stable_order(container: Container) -> None:
+    bundle = (FIXTURES / "tx-multi-rule-breast-omd" / "bundle.json").read_bytes()
+    (result,) = container.evaluator.evaluate_bytes(bundle, AS_OF)
+    activities = result["carePlan"]["activity"]
+    codes = [a["detail"]["code"]["coding"][0]["code"] for a in activities]
+    by_code = {r["code"]: r["rule"] for r in result["recommendations"]}
+    keys = [(by_code[c], c) for c in codes]
+    assert keys == sorted(keys) and len(codes) >= 5
+    again = container.evaluator.evaluate_bytes(bundle, AS_OF)[0]["carePlan"]
+    assert again == result["carePlan"]
