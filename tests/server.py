@@ -32,9 +32,9 @@ def app_of(url: str) -> Any:
 
 
 @contextmanager
-def running_server(settings: Settings, container: Container | None = None) -> Iterator[str]:
-    """Serve the app on 127.0.0.1:<free port>; yield its base URL; stop it afterwards."""
-    port = free_port()
+def running_server(settings: Settings, container: Container | None = None, port: int | None = None) -> Iterator[str]:
+    """Serve the app on 127.0.0.1:<port, default a free one>; yield its base URL; stop it afterwards."""
+    port = port or free_port()
     app = create_app(settings, container)
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)

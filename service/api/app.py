@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import errors, logs, metrics, routes
+from service.api import cds, errors, logs, metrics, routes
 from service.bootstrap import Container, bootstrap
 from service.config import Settings
 from service.reload import RuleReloader
@@ -41,4 +41,6 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     metrics.install(app, app.state.metrics)
     logs.install(app)
     app.include_router(routes.router)
+    app.include_router(cds.router)
+    cds.install(app, settings)
     return app

@@ -216,6 +216,7 @@ def _atom_durable(atom: Atom, mode: str) -> dict[str, Any]:
 
 
 MAX_CLAUSES = 64
+MAX_TERMS = 14  # durable-rules refuses a rule with more than 15 tests in one AND (error 113), one is the kind
 
 
 def _dnf(cond: Condition, mode: str) -> list[list[tuple[Atom, str]]]:
@@ -245,4 +246,10 @@ def durable_clauses(cond: Condition, mode: str) -> list[list[dict[str, Any]]]:
     durable-rules 2.0.28 refuses expressions nested four levels deep (error 113), so conditions are flattened to
     disjunctive normal form and each clause becomes its own engine rule (nesting depth ≤ 3).
     """
-    return [[_atom_durable(atom, m) for atom, m in clause] for clause in _dnf(cond, mode)]
+    out = []
+    for clause in _dnf(cond, mode):
+        literals = list(dict.fromkeys(clause))
+        if len(literals) > MAX_TERMS:
+            raise ConditionError(f"a clause needs {len(literals)} comparisons; the engine takes at most {MAX_TERMS}")
+        out.append([_atom_durable(atom, m) for atom, m in literals])
+    return out

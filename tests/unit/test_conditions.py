@@ -121,6 +121,14 @@ def test_compile_stage_has_a_sink_for_every_fact_kind() -> None:
     assert {"sink$patient", "sink$lesion"} <= body.keys()
 
 
+def test_clauses_longer_than_the_engine_takes_are_refused() -> None:
+    wide = {"all": [{f"f{i}": {"lt": 3}} for i in range(15)]}
+    with pytest.raises(ConditionError, match="at most 14"):
+        durable_clauses(parse(wide, {}), "T")
+    narrow = {"all": [{f"f{i}": {"lt": 3}} for i in range(14)]}
+    assert _durable_truth(narrow, dict.fromkeys((f"f{i}" for i in range(14)), 1)) is Truth.TRUE
+
+
 def test_deeply_nested_conditions_are_flattened_for_the_engine() -> None:
     # durable-rules refuses expressions nested four levels deep (error 113); DNF keeps every clause flat.
     deep: dict[str, Any] = {"a": {"lt": 1}}

@@ -1,0 +1,128 @@
+"""CDS Hooks routes (cds-hooks.md §2–§9): discovery, service call, feedback; CORS for browser clients.
+
+Thin: each route reads the body and delegates to `service.cdshooks.hooks.CdsHooks`."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
+
+from service.api.auth import AuthError, AuthSettings, JwtVerifier
+from service.api.body import read_json_body
+from service.api.errors import outcome, outcome_response
+from service.api.json import fhir_json, json_response
+from service.bootstrap import Container
+from service.cdshooks.errors import CdsError
+from service.cdshooks.hooks import CdsHooks, CdsState
+from service.config import Settings
+
+log = logging.getLogger("oligocds.cds")
+
+
+class NotAuthorized(Exception):
+    """Any JWT failure: 401 with the same minimal body for every cause (cds-hooks.md §8)."""
+
+
+async def authorize(request: Request) -> None:
+    """The one call site of the client-JWT check for every CDS Hooks route (not the CORS preflight).
+
+    Production without a configured issuer allow-list and public URL refuses every call; development accepts
+    calls without a JWT (cds-hooks.md §8). The reason of a refusal is logged, never the token."""
+    verifier: JwtVerifier | None = request.app.state.jwt
+    if verifier is None:
+        raise NotAuthorized
+    header = request.headers.get("authorization")
+    last: AuthError | None = None
+    for aud in audiences(request):
+        try:
+            await run_in_threadpool(verifier.verify, header, aud)
+            return
+        except AuthError as exc:
+            last = exc
+    log.info("CDS Hooks call refused: %s", last.reason if last else "no audience")
+    raise NotAuthorized
+
+
+def audiences(request: Request) -> list[str]:
+    """Accepted `aud` values: the URL called; for feedback also the service URL (the spec gives no example)."""
+    called = audience(request)
+    if called.endswith("/feedback"):
+        return [called, called.removesuffix("/feedback")]
+    return [called]
+
+
+def audience(request: Request) -> str:
+    """The URL called, built from the configured public base URL, not from the Host header (§8 check 5)."""
+    settings: Settings = request.app.state.settings
+    return (settings.public_base_url or str(request.base_url)).rstrip("/") + request.url.path
+
+
+router = APIRouter(prefix="/cds-services", dependencies=[Depends(authorize)])
+
+
+def _hooks(request: Request) -> CdsHooks:
+    container: Container = request.app.state.container
+    settings: Settings = request.app.state.settings
+    return CdsHooks(container.evaluator.evaluate_json, request.app.state.cds, https_only=settings.env != "development")
+
+
+async def _body(request: Request) -> bytes:
+    return await read_json_body(request, request.app.state.settings.max_body_bytes)
+
+
+@router.get("")
+async def discovery(request: Request) -> Response:
+    """CDS Services discovery, generated from the service declarations."""
+    rs = request.app.state.container.current_runner().ruleset
+    return json_response(_hooks(request).discovery({"name": rs.name, "version": rs.version, "digest": rs.digest}))
+
+
+@router.post("/{service_id}")
+async def call(service_id: str, request: Request) -> Response:
+    """Call a CDS service: cards for the hook's context and prefetch."""
+    return json_response(await _hooks(request).call(service_id, await _body(request)))
+
+
+@router.post("/{service_id}/feedback")
+async def feedback(service_id: str, request: Request) -> Response:
+    """Feedback on the cards of a service (stored once per identical item)."""
+    _hooks(request).feedback(service_id, await _body(request))
+    return Response(status_code=200)
+
+
+@router.get("/{service_id}/feedback/summary")
+async def feedback_summary(service_id: str, request: Request) -> Response:
+    """Feedback counts per rule and recommendation code."""
+    return json_response(_hooks(request).feedback_summary(service_id))
+
+
+def install(app: FastAPI, settings: Settings) -> None:
+    """CORS (§9: `*` only in development), the per-app CDS state, and the CDS error answers."""
+    listed = [o.strip() for o in (settings.cors_origins or "").split(",") if o.strip()]
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"] if settings.env == "development" else listed,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["Content-Type", "Authorization"],
+        allow_credentials=False,
+    )
+    app.state.cds = CdsState()
+    try:
+        app.state.jwt = JwtVerifier(AuthSettings.from_settings(settings))
+    except ValueError as exc:  # production without an issuer allow-list or public URL
+        log.warning("CDS Hooks JWT verification is not configured (%s): CDS Hooks calls are refused", exc)
+        app.state.jwt = None
+
+    @app.exception_handler(CdsError)
+    async def _cds_error(_: Request, exc: CdsError) -> Response:
+        return outcome_response(exc.status, exc.code, exc.diagnostics)
+
+    @app.exception_handler(NotAuthorized)
+    async def _unauthorized(_: Request, exc: NotAuthorized) -> Response:
+        response = fhir_json(outcome("security", None), 401)
+        response.headers["WWW-Authenticate"] = "Bearer"
+        return response

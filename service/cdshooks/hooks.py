@@ -1,0 +1,197 @@
+"""The CDS Hooks use case: discovery, service call and feedback (cds-hooks.md §2–§7), without HTTP.
+
+A call is read and checked (400/404), its prefetch turned into one collection Bundle (412 when Patient or
+Condition cannot be had), evaluated, and answered with the cards of the result (all of them on patient-view,
+those about the draft orders on the order hooks)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from service.cdshooks import orders, wire
+from service.cdshooks.cache import ResponseCache
+from service.cdshooks.errors import CdsError
+from service.cdshooks.feedback import (
+    Feedback,
+    FeedbackStore,
+    IssuedCards,
+    MemoryFeedbackStore,
+    MemoryIssuedCards,
+    summary,
+)
+from service.cdshooks.prefetch import NoFetcher, Prefetched, PrefetchFetcher, queries, read_prefetch
+from service.cdshooks.services import REQUIRED_KEYS, CdsService, declared, discovery
+from service.fhir.parse import BundleError
+
+log = logging.getLogger("oligocds.cdshooks")
+
+Resource = dict[str, Any]
+Evaluate = Callable[[Any, date | None], list[dict[str, Any]]]
+_CONTEXTS: Mapping[str, type[wire.PatientViewContextJson]] = {
+    "patient-view": wire.PatientViewContextJson,
+    "order-select": wire.OrderSelectContextJson,
+    "order-sign": wire.OrderSignContextJson,
+}
+
+
+@dataclass(slots=True)
+class CdsState:
+    """What outlives one call: response cache, feedback, issued cards, the FHIR fallback."""
+
+    cache: ResponseCache = field(default_factory=ResponseCache)
+    feedback: FeedbackStore = field(default_factory=MemoryFeedbackStore)
+    issued: IssuedCards = field(default_factory=MemoryIssuedCards)
+    fetcher: PrefetchFetcher = field(default_factory=NoFetcher)
+
+
+@dataclass(frozen=True, slots=True)
+class HookCall:
+    service: CdsService
+    patient: str  # "Patient/<id>"
+    request: wire.HookRequestJson
+    context: wire.PatientViewContextJson
+
+    @property
+    def patient_id(self) -> str:
+        return self.patient.removeprefix("Patient/")
+
+
+@dataclass(frozen=True, slots=True)
+class CdsHooks:
+    evaluate: Evaluate
+    state: CdsState
+    https_only: bool = True  # production: a token goes to an https fhirServer only
+
+    def discovery(self, ruleset: Mapping[str, str]) -> dict[str, Any]:
+        return discovery(dict(ruleset))
+
+    async def call(self, service_id: str, body: bytes) -> dict[str, Any]:
+        call = self._read_call(service_id, body)
+        key = self.state.cache.key(service_id, call.request.hookInstance, body)
+        cached = self.state.cache.get(key)
+        if cached is not None:
+            return cached
+        prefetched = await self._prefetch(call)
+        cards = await asyncio.to_thread(self._cards, call, prefetched)
+        response = {"cards": [prune(c) for c in cards]}
+        self.state.issued.record(call.patient, response["cards"])
+        self.state.cache.put(key, response)
+        log.info(
+            "cds %s %s hookInstance=%s cards=%d", service_id, call.service.hook, call.request.hookInstance, len(cards)
+        )
+        return response
+
+    def feedback(self, service_id: str, body: bytes) -> int:
+        """Store the feedback items (idempotent); return how many were new."""
+        self._services(service_id)
+        items = wire.read(wire.FeedbackJson, wire.load(body)).feedback
+        return self.state.feedback.add(service_id, [_feedback(i) for i in items])
+
+    def feedback_summary(self, service_id: str) -> dict[str, Any]:
+        self._services(service_id)
+        return {"service": service_id, **summary(self.state.feedback.items(service_id), self.state.issued)}
+
+    # --- reading the call ------------------------------------------------------------------------------
+    def _services(self, service_id: str) -> tuple[CdsService, ...]:
+        services = declared(service_id)
+        if not services:
+            raise CdsError(404, "not-found", f"no CDS service '{service_id}'")
+        return services
+
+    def _read_call(self, service_id: str, body: bytes) -> HookCall:
+        services = self._services(service_id)
+        request = wire.read(wire.HookRequestJson, wire.load(body))
+        service = next((s for s in services if s.hook == request.hook), None)
+        if service is None:
+            served = ", ".join(s.hook for s in services)
+            raise CdsError(400, "not-supported", f"hook: '{request.hook}' is not served by {service_id} ({served})")
+        server = request.fhirServer or ""
+        if self.https_only and request.fhirAuthorization is not None and not server.startswith("https://"):
+            raise CdsError(400, "security", "fhirServer: must be https when fhirAuthorization is sent")
+        context = wire.read(_CONTEXTS[service.hook], request.context, "context")
+        patient = context.patientId.removeprefix("Patient/")
+        if not patient:
+            raise CdsError(400, "invalid", "context.patientId: empty")
+        return HookCall(service, f"Patient/{patient}", request, context)
+
+    # --- data ------------------------------------------------------------------------------------------
+    async def _prefetch(self, call: HookCall) -> Prefetched:
+        keys = call.service.prefetch
+        got = read_prefetch(call.request.prefetch, keys)
+        server = call.request.fhirServer
+        if got.missing and server:
+            wanted = queries(keys, got.missing, call.patient_id)
+            fetched = await self.state.fetcher.fetch(server, call.request.fhirAuthorization, wanted)
+            got = Prefetched({**got.resources, **fetched}, tuple(k for k in got.missing if k not in fetched))
+        unobtainable = [k for k in REQUIRED_KEYS if k in got.missing]
+        if unobtainable:
+            how = "the FHIR server fallback could not obtain them" if server else "no fhirServer to query"
+            raise CdsError(
+                412, "incomplete", f"prefetch {', '.join(unobtainable)}: absent, failed or incomplete, and {how}"
+            )
+        return got
+
+    def _cards(self, call: HookCall, prefetched: Prefetched) -> list[dict[str, Any]]:
+        drafts = self._drafts(call)
+        resources = [r for rs in prefetched.resources.values() for r in rs]
+        result = self._result(call, bundle(resources, drafts))
+        if result is None:
+            return []
+        if not call.service.orders:
+            return list(result["cards"])
+        readable = orders.readable(drafts)
+        mine = [(card, orders.concerned(card, readable)) for card in result["cards"]]
+        return [orders.for_orders(card, about) for card, about in mine if about]
+
+    def _drafts(self, call: HookCall) -> list[Resource]:
+        context = call.context
+        if not isinstance(context, wire.OrderSignContextJson):
+            return []
+        selections = context.selections if isinstance(context, wire.OrderSelectContextJson) else None
+        return orders.draft_requests(context.draftOrders, selections, call.patient)
+
+    def _result(self, call: HookCall, data: dict[str, Any]) -> dict[str, Any] | None:
+        if not data["entry"]:
+            return None  # every key `null`: nothing known about the patient
+        try:
+            results = self.evaluate(data, None)
+        except BundleError as exc:
+            raise CdsError(412, "incomplete", f"prefetch data unusable: {exc.diagnostics}") from None
+        return next((r for r in results if r["patient"] == call.patient), None)
+
+
+def bundle(resources: Sequence[Resource], drafts: Sequence[Resource]) -> dict[str, Any]:
+    """One collection Bundle; a draft order replaces a prefetched copy with the same type and id."""
+    chosen: dict[str, Resource] = {}
+    for n, resource in enumerate([*resources, *drafts]):
+        rid = resource.get("id")
+        chosen[f"{resource.get('resourceType')}/{rid}" if isinstance(rid, str) and rid else f"#{n}"] = resource
+    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in chosen.values()]}
+
+
+def prune(value: Any) -> Any:
+    """No null or empty element anywhere (cds-hooks.md §1, R3)."""
+    if isinstance(value, dict):
+        pruned = {k: prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+    if isinstance(value, list):
+        items = [prune(v) for v in value]
+        return [v for v in items if v not in (None, "", [], {})]
+    return value
+
+
+def _feedback(item: wire.FeedbackItemJson) -> Feedback:
+    reason = item.overrideReason.reason if item.overrideReason else None
+    return Feedback(
+        card=item.card,
+        outcome=item.outcome,
+        outcome_timestamp=item.outcomeTimestamp,
+        reason=(reason.system, reason.code) if reason else None,
+        accepted_suggestions=tuple(s.id for s in item.acceptedSuggestions or ()),
+        user_comment=item.overrideReason.userComment if item.overrideReason else None,
+    )

@@ -1,0 +1,133 @@
+"""Draft orders of order-select / order-sign (cds-hooks.md §4, §6): which go into the evaluation, which card
+concerns which order, and the "Remove draft order" suggestion."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.fhir.medications import medication_uses
+from service.fhir.parse import BundleError, read_bundle
+
+Resource = dict[str, Any]
+
+ZOLEDRONIC_ACID = "77655"  # RxNorm ingredient
+BMA = frozenset({"bisphosphonate", "denosumab"})
+# The rules that concern an ordered drug class (§4); their cards show for an order of that class.
+RULE_DRUGS: Mapping[str, frozenset[str]] = {
+    **{f"BMA-0{n}": BMA for n in (1, 2, 3, 5, 6)},
+    "BMA-04": BMA | {"calcium", "vitamin_d"},
+    "RA223": frozenset({"radium223"}),
+}
+ZOLEDRONIC_CODES = frozenset(
+    {"zoledronic-acid-not-recommended", "zoledronic-acid-dose-reduction", "withhold-zoledronic-acid"}
+)
+REMOVE_CODES = frozenset(
+    {
+        "zoledronic-acid-not-recommended",
+        "withhold-zoledronic-acid",
+        "radium-223-contraindicated",
+        "double-antiresorptive",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class DraftOrder:
+    reference: str  # "MedicationRequest/<id>"
+    display: str
+    classes: frozenset[str]
+    ingredient: str | None
+
+
+def draft_requests(draft_orders: Mapping[str, Any], selections: Sequence[str] | None, patient: str) -> list[Resource]:
+    """The MedicationRequests of `draftOrders` (only the selected ones when `selections` is given) as drafts
+    of `patient`. Other types (NutritionOrder, DSTU2 MedicationOrder, …) are not ours and are left out."""
+    entries = draft_orders.get("entry")
+    resources = [e.get("resource") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
+    requests = [r for r in resources if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"]
+    if selections is not None:
+        chosen = set(selections)
+        requests = [r for r in requests if f"MedicationRequest/{r.get('id')}" in chosen]
+    return [_as_draft(r, patient) for r in requests]
+
+
+def _as_draft(request: Resource, patient: str) -> Resource:
+    """An unsigned order is a draft whatever status the client gave it; an order without subject is the
+    context patient's (order-select sends incomplete orders, §4)."""
+    draft = copy.deepcopy(request)
+    draft["status"] = "draft"
+    draft.setdefault("subject", {"reference": patient})
+    return draft
+
+
+def readable(requests: Sequence[Resource]) -> list[DraftOrder]:
+    """The drafts that are valid FHIR, classified; the evaluator reports the others as `invalid-value`."""
+    return [_order(r) for r in requests if _valid(r)]
+
+
+def _valid(request: Resource) -> bool:
+    try:
+        parsed = read_bundle({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": request}]})
+    except BundleError:
+        return False
+    return not parsed.issues
+
+
+def _order(request: Resource) -> DraftOrder:
+    (use,) = medication_uses([request])
+    return DraftOrder(use.resource, _display(request), use.classes, use.ingredient)
+
+
+def _display(request: Resource) -> str:
+    concept = request.get("medicationCodeableConcept") or {}
+    reference = request.get("medicationReference") or {}
+    names = [concept.get("text"), *(c.get("display") for c in concept.get("coding") or [] if isinstance(c, dict))]
+    names.append(reference.get("display"))
+    return next((n for n in names if isinstance(n, str) and n.strip()), "draft medication order")
+
+
+def concerned(card: Mapping[str, Any], orders: Sequence[DraftOrder]) -> list[DraftOrder]:
+    """The draft orders a recommendation card is about: by drug for the drug rules (BMA-01…06, RA223), else
+    the classified orders its evidence names. Empty for the summary card."""
+    why = card.get("extension", {}).get("org.oligocds.explanation")
+    if not why:
+        return []
+    if why["code"] in ZOLEDRONIC_CODES:
+        return [o for o in orders if o.ingredient == ZOLEDRONIC_ACID]
+    if why["rule"] in RULE_DRUGS:
+        return [o for o in orders if o.classes & RULE_DRUGS[why["rule"]]]
+    # Medication facts cite every medication record, so an unclassified order (an antibiotic) would match.
+    return [o for o in orders if o.reference in why.get("evidence", ()) and o.classes]
+
+
+def for_orders(card: Mapping[str, Any], orders: Sequence[DraftOrder]) -> dict[str, Any]:
+    """The card naming its draft orders; for the codes of REMOVE_CODES one "Remove draft order" per order."""
+    out = copy.deepcopy(dict(card))
+    named = ", ".join(f"{o.display} (`{o.reference}`)" for o in orders)
+    out["detail"] = f"{out.get('detail', '')}\n\n**Draft order{'s' if len(orders) > 1 else ''}:** {named}".lstrip()
+    out.setdefault("extension", {})["org.oligocds.draftOrders"] = [o.reference for o in orders]
+    if out["extension"]["org.oligocds.explanation"]["code"] in REMOVE_CODES:
+        alone = len(orders) == 1 and not any(s.get("isRecommended") for s in out.get("suggestions", []))
+        removals = [_remove(out["uuid"], o, recommended=alone) for o in orders]  # cds-resp-1
+        out["suggestions"] = [*out.get("suggestions", []), *removals]
+        out["selectionBehavior"] = "at-most-one"
+    return out
+
+
+def _remove(card_uuid: str, order: DraftOrder, recommended: bool) -> dict[str, Any]:
+    return {
+        "label": "Remove draft order",
+        "uuid": str(uuid.uuid5(uuid.UUID(card_uuid), f"remove#{order.reference}")),
+        "isRecommended": recommended,
+        "actions": [
+            {
+                "type": "delete",
+                "description": f"Remove the draft order {order.display} ({order.reference})",
+                "resourceId": order.reference,
+            }
+        ],
+    }
