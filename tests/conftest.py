@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,3 +41,44 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def container(settings: Settings, engine: RulesEngine) -> Container:
     return bootstrap(settings, engine=engine)
+
+
+# --- no PHI in any log line of the whole run (docs/operations.md) ------------------------------------------------
+class _Collector(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(level=logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.name} {record.getMessage()} {record.__dict__.get('args')}")
+
+
+_LOGS = _Collector()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    logging.getLogger().addHandler(_LOGS)
+    logging.getLogger("oligocds").addHandler(_LOGS)
+
+
+def _phi_markers() -> set[str]:
+    """Names and birth dates of every test patient in the fixtures and examples."""
+    markers: set[str] = set()
+    for path in [*FIXTURES.glob("*/bundle.json"), *(ROOT / "examples").glob("*.json")]:
+        for entry in json.loads(path.read_text()).get("entry", []):
+            patient = entry.get("resource", {})
+            if patient.get("resourceType") != "Patient":
+                continue
+            if patient.get("birthDate"):
+                markers.add(patient["birthDate"])
+            for name in patient.get("name", []):
+                markers.update(n for n in [name.get("family"), *name.get("given", [])] if n and len(n) > 3)
+    return markers
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    markers = _phi_markers()
+    leaks = sorted({m for line in _LOGS.lines for m in markers if m in line})
+    if leaks:
+        print(f"\nPHI found in log lines of this run: {leaks}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
