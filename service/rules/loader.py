@@ -73,6 +73,7 @@ def load_ruleset(directory: Path, settings: Mapping[str, Scalar]) -> RuleSet:
         rules=tuple(rules),
         stages=order_stages(rules),
         sources=sources,
+        closed_world=frozenset(manifest.get("closed_world") or ()),
     )
     try:
         compile_ruleset(ruleset)

@@ -70,6 +70,7 @@ class RuleSet:
     rules: tuple[Rule, ...]
     stages: tuple[tuple[Part, ...], ...]
     sources: dict[str, str] = field(default_factory=dict)
+    closed_world: frozenset[str] = frozenset()
 
     def rule(self, rule_id: str) -> Rule:
         return next(r for r in self.rules if r.id == rule_id)
