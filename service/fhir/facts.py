@@ -14,7 +14,6 @@ from service.fhir.conditions import (
     Metastasis,
     apply_counts,
     dx_date,
-    is_local,
     read_conditions,
 )
 from service.fhir.labs import lab_facts, lab_readings
@@ -28,7 +27,8 @@ from service.fhir.medications import (
 )
 from service.fhir.performance import performance_facts
 from service.fhir.procedures import procedure_facts
-from service.fhir.util import Resource, add_months, parse_date, rid
+from service.fhir.readings import ObsIndex
+from service.fhir.util import Resource, add_months, codings_memo, parse_date, rid
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +52,22 @@ def patient_facts(
     options: FactOptions,
     duplicate_conflicts: tuple[str, ...] = (),
 ) -> PatientFacts:
+    with codings_memo():
+        return _patient_facts_of(patient, resources, as_of, options, duplicate_conflicts)
+
+
+def _patient_facts_of(
+    patient: str,
+    resources: Iterable[Resource],
+    as_of: date,
+    options: FactOptions,
+    duplicate_conflicts: tuple[str, ...],
+) -> PatientFacts:
     by_type: dict[str, list[Resource]] = {}
     for r in resources:
         by_type.setdefault(str(r.get("resourceType")), []).append(r)
     pf = PatientFacts(patient, as_of)
-    obs = by_type.get("Observation", [])
+    obs = ObsIndex(by_type.get("Observation", []))
     picture = _cancer_picture(by_type, obs, pf.issues)
     pf.cancer_conditions = [*picture.primary_ids, *(m.condition for m in picture.mets if m.active)]
     _put_all(pf, _primary_facts(picture, as_of))
@@ -90,7 +101,7 @@ def patient_facts(
 
 
 def _treatment_facts(
-    pf: PatientFacts, obs: list[Resource], uses: list[MedicationUse], picture: CancerPicture, options: FactOptions
+    pf: PatientFacts, obs: ObsIndex, uses: list[MedicationUse], picture: CancerPicture, options: FactOptions
 ) -> None:
     readings = lab_readings(obs, pf.issues)
     age, sex = pf.value("age"), pf.value("sex")
@@ -155,7 +166,7 @@ def _put_all(pf: PatientFacts, facts: Iterable[Fact]) -> None:
         pf.put(fact)
 
 
-def _cancer_picture(by_type: dict[str, list[Resource]], obs: list[Resource], issues: list[InputIssue]) -> CancerPicture:
+def _cancer_picture(by_type: dict[str, list[Resource]], obs: ObsIndex, issues: list[InputIssue]) -> CancerPicture:
     primaries, mets, fractures = read_conditions(by_type.get("Condition", []), issues)
     picture = CancerPicture(primaries=primaries, mets=mets, fractures=fractures)
     dated = [(dx_date(p), p) for p in primaries]
@@ -165,7 +176,7 @@ def _cancer_picture(by_type: dict[str, list[Resource]], obs: list[Resource], iss
     if chosen:
         picture.primary_dx_date = chosen[0]
         picture.primary_site = codes.primary_site(chosen[1].get("code")) or "other"
-    count_obs = [o for o in obs if is_local(o, "metastatic-lesion-count")]
+    count_obs = obs.local("metastatic-lesion-count")
     tumors = by_type.get("BodyStructure", [])
     picture.total_count, picture.earlier_counts = apply_counts(mets, count_obs, tumors, issues)
     return picture
@@ -257,7 +268,7 @@ def _patient_facts(patients: list[Resource], as_of: date) -> list[Fact]:
     return facts
 
 
-def _omd_dates(pf: PatientFacts, picture: CancerPicture, obs: list[Resource]) -> list[Fact]:
+def _omd_dates(pf: PatientFacts, picture: CancerPicture, obs: ObsIndex) -> list[Fact]:
     """omd_dx_date from the local `omd-diagnosis` Observation, else (derived) the latest active metastasis
     onset [CONFIG]; then the interval to the primary diagnosis in calendar months (rounded up)."""
     omd = pf.facts.get("omd_dx_date")
@@ -334,7 +345,7 @@ def _not_planned(pf: PatientFacts) -> Fact:
     return unknown("n_lesions_not_planned", ("n_mets",))
 
 
-def _lesion(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> LesionFacts:
+def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> LesionFacts:
     facts = observations.lesion_facts(met, obs, picture)
     score = facts_value(facts, "lesion_mirels_score")
     long_bone = met.site_class in ("weight-bearing-long-bone", "other-long-bone")

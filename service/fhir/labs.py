@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 
 from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
-from service.fhir.readings import Invalid, Reading, latest, read_all
-from service.fhir.util import LOINC, Resource, has_code
+from service.fhir.readings import Invalid, ObsIndex, Reading, latest, read_all
+from service.fhir.util import LOINC, Resource
 
 # unit → factor to the target unit (UCUM code or the printed unit)
 CREATININE_MG_DL = {"mg/dL": 1.0, "umol/L": 1 / 88.42, "µmol/L": 1 / 88.42, "mmol/L": 1000 / 88.42}
@@ -58,13 +58,8 @@ def _quantity(units: dict[str, float]) -> Callable[[Resource], float]:
     return extract
 
 
-def lab_readings(obs: list[Resource], issues: list[InputIssue]) -> dict[str, list[Reading]]:
-    return {
-        lab.fact: read_all(
-            (o for o in obs if has_code(o.get("code"), LOINC, lab.loinc)), _quantity(lab.units), lab.fact, issues
-        )
-        for lab in LABS
-    }
+def lab_readings(obs: ObsIndex, issues: list[InputIssue]) -> dict[str, list[Reading]]:
+    return {lab.fact: read_all(obs.coded(LOINC, lab.loinc), _quantity(lab.units), lab.fact, issues) for lab in LABS}
 
 
 def _stale(fact: Fact, as_of: date, days: int) -> Fact:

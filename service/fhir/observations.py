@@ -11,6 +11,7 @@ from service.fhir import codes
 from service.fhir.conditions import CancerPicture, Metastasis, is_local
 from service.fhir.readings import (
     Invalid,
+    ObsIndex,
     Reading,
     by_focus,
     latest,
@@ -71,10 +72,10 @@ LOCAL_INPUTS = (
 )
 
 
-def local_facts(obs: list[Resource], issues: list[InputIssue]) -> list[Fact]:
+def local_facts(obs: ObsIndex, issues: list[InputIssue]) -> list[Fact]:
     facts: list[Fact] = []
     for spec in LOCAL_INPUTS:
-        mine = [o for o in obs if is_local(o, spec.code)]
+        mine = obs.local(spec.code)
         readings = [r for r in read_all(mine, spec.extract, spec.fact, issues) if r.focus is None]
         fact = to_fact(spec.fact, latest(readings))
         if fact.status is FactStatus.UNKNOWN and spec.closed_default is not None:
@@ -109,11 +110,11 @@ def _receptor(obs: Resource) -> str | None:
 RECEPTORS = (("er", codes.ER_LOINC), ("pr", codes.PR_LOINC), ("her2", codes.HER2_LOINC))
 
 
-def receptor_facts(obs: list[Resource], issues: list[InputIssue]) -> list[Fact]:
+def receptor_facts(obs: ObsIndex, issues: list[InputIssue]) -> list[Fact]:
     facts: list[Fact] = []
     conflicting: list[str] = []
     for name, loincs in RECEPTORS:
-        mine = [o for o in obs if has_code(o.get("code"), LOINC, loincs)]
+        mine = obs.coded(LOINC, loincs)
         selected = latest(read_all(mine, _receptor, name, issues))
         fact = to_fact(name, selected)
         if fact.value == "equivocal":  # IHC 2+ needs reflex ISH [KNOW, ASCO/CAP]: not yet a decision input
@@ -145,8 +146,9 @@ def _is_m_category(obs: Resource) -> bool:
     return has_code(code, SNOMED, codes.M_CATEGORY_SNOMED) or has_code(code, LOINC, codes.M_CATEGORY_LOINC)
 
 
-def staging_facts(obs: list[Resource], picture: CancerPicture, issues: list[InputIssue]) -> list[Fact]:
-    selected = latest(read_all([o for o in obs if _is_m_category(o)], _m_category, "cm_category", issues))
+def staging_facts(obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> list[Fact]:
+    m_obs = [*obs.coded(SNOMED, codes.M_CATEGORY_SNOMED), *obs.coded(LOINC, codes.M_CATEGORY_LOINC)]
+    selected = latest(read_all(m_obs, _m_category, "cm_category", issues))
     recorded = to_fact("cm_category_recorded", selected)
     category = to_fact("cm_category", selected)
     if category.value == "M0" and picture.distant:
@@ -165,14 +167,16 @@ def _progressing(obs: Resource) -> bool | None:
     return None
 
 
-def _progress_readings(obs: list[Resource]) -> dict[str | None, list[Reading]]:
-    relevant = [
-        o for o in obs if is_local(o, "lesion-progressing") or has_code(o.get("code"), LOINC, codes.DISEASE_STATUS)
-    ]
-    return by_focus(read_all(relevant, _progressing, "any_omd_lesion_progressing", []))
+def _progress_readings(obs: ObsIndex) -> dict[str | None, list[Reading]]:
+    if "progress" not in obs.memo:  # read once per patient, asked once per lesion
+        wanted = {id(o) for o in [*obs.local("lesion-progressing"), *obs.coded(LOINC, codes.DISEASE_STATUS)]}
+        relevant = [o for o in obs if id(o) in wanted]
+        obs.memo["progress"] = by_focus(read_all(relevant, _progressing, "any_omd_lesion_progressing", []))
+    groups: dict[str | None, list[Reading]] = obs.memo["progress"]
+    return groups
 
 
-def status_facts(obs: list[Resource], picture: CancerPicture) -> list[Fact]:
+def status_facts(obs: ObsIndex, picture: CancerPicture) -> list[Fact]:
     groups = _progress_readings(obs)
     primary = [r for pid in picture.primary_ids for r in groups.get(pid, [])]
     # OMD-03 names only a missing treatment record as the cause of an unknown controlled primary
@@ -211,7 +215,7 @@ def _history(picture: CancerPicture) -> list[Fact]:
 # --- lesion-level ------------------------------------------------------------------------------------------
 
 
-def lesion_facts(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> list[Fact]:
+def lesion_facts(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> list[Fact]:
     groups = _progress_readings(obs)
     site = (
         known("lesion_site_class", met.site_class, (met.condition,))
@@ -250,8 +254,8 @@ def _components(obs: Resource) -> dict[str, str]:
     return found
 
 
-def mirels_facts(met: Metastasis, obs: list[Resource]) -> list[Fact]:
-    mine = [o for o in obs if is_local(o, "mirels-assessment") and usable(o) and _focus(o) == met.condition]
+def mirels_facts(met: Metastasis, obs: ObsIndex) -> list[Fact]:
+    mine = [o for o in obs.local("mirels-assessment") if usable(o) and _focus(o) == met.condition]
     newest = max(mine, key=lambda o: str(o.get("effectiveDateTime", "")), default=None)
     parts = _components(newest) if newest else {}
     sources = (met.condition, rid(newest)) if newest else (met.condition,)
@@ -283,15 +287,11 @@ def _focus(obs: Resource) -> str | None:
     return focus_of(obs)
 
 
-def _fracture(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> Fact | None:
+def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> Fact | None:
     if met.organ != "bone":
         return None
     extract = value_code_in(["none", "impending", "actual"], LOCAL)
-    readings = [
-        r
-        for r in read_all([o for o in obs if is_local(o, "fracture-status")], extract, "fracture", [])
-        if r.focus == met.condition
-    ]
+    readings = [r for r in read_all(obs.local("fracture-status"), extract, "fracture", []) if r.focus == met.condition]
     selected = latest(readings)
     same_site = [
         rid(c)
@@ -308,14 +308,14 @@ def _fracture(met: Metastasis, obs: list[Resource], picture: CancerPicture) -> F
 __all__ = ["lesion_facts", "local_facts", "staging_facts", "status_facts", "usable"]
 
 
-def brain_size_fact(obs: list[Resource], picture: CancerPicture) -> Fact:
+def brain_size_fact(obs: ObsIndex, picture: CancerPicture) -> Fact:
     """brain_met_gt_3cm: Tumor Size (LOINC 21889-1) with focus → a brain metastasis, longest value > 30 mm."""
     brain = {m.condition for m in picture.distant if m.organ == "brain"}
     if not brain:
         return known("brain_met_gt_3cm", False)
     sizes: list[tuple[float, str]] = []
-    for o in obs:
-        if has_code(o.get("code"), LOINC, [codes.TUMOR_SIZE]) and usable(o) and _focus(o) in brain:
+    for o in obs.coded(LOINC, [codes.TUMOR_SIZE]):
+        if usable(o) and _focus(o) in brain:
             values = [o.get("valueQuantity")] + [c.get("valueQuantity") for c in o.get("component") or []]
             for q in values:
                 if isinstance(q, dict) and isinstance(q.get("value"), int | float):

@@ -3,13 +3,12 @@ derivation and staleness (clinical-rules.md §3.5)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import date, timedelta
 
 from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
 from service.fhir.codes import ECOG, KPS
-from service.fhir.readings import Invalid, Reading, read_all, value_int
-from service.fhir.util import LOINC, Resource, has_code
+from service.fhir.readings import Invalid, ObsIndex, Reading, read_all, value_int
+from service.fhir.util import LOINC, Resource
 
 # [KNOW] conventional approximate mapping: 100–90→0, 80–70→1, 60–50→2, 40–30→3, 20–10→4, 0→5.
 KPS_TO_ECOG = {100: 0, 90: 0, 80: 1, 70: 1, 60: 2, 50: 2, 40: 3, 30: 3, 20: 4, 10: 4, 0: 5}
@@ -29,12 +28,9 @@ def _kps(obs: Resource) -> int:
     return value
 
 
-def performance_facts(
-    observations: Iterable[Resource], as_of: date, stale_days: int, issues: list[InputIssue]
-) -> list[Fact]:
-    obs = list(observations)
-    ecogs = read_all((o for o in obs if has_code(o.get("code"), LOINC, [ECOG])), _ecog, "ecog", issues)
-    kpss = read_all((o for o in obs if has_code(o.get("code"), LOINC, [KPS])), _kps, "kps", issues)
+def performance_facts(observations: ObsIndex, as_of: date, stale_days: int, issues: list[InputIssue]) -> list[Fact]:
+    ecogs = read_all(observations.coded(LOINC, [ECOG]), _ecog, "ecog", issues)
+    kpss = read_all(observations.coded(LOINC, [KPS]), _kps, "kps", issues)
     ecog_r, kps_r = _newest(ecogs), _newest(kpss)
     conflict = _conflict(ecogs, kpss)
     facts = [known("ecog_kps_conflict", conflict is not None, conflict or ())]

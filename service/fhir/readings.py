@@ -9,7 +9,7 @@ from datetime import date
 from typing import Any
 
 from service.domain.facts import Fact, FactStatus, InputIssue, Scalar, known, unknown
-from service.fhir.util import Resource, effective_date, ref_id, rid
+from service.fhir.util import LOCAL, Resource, codings, effective_date, ref_id, rid
 
 USABLE_STATUS = frozenset({"final", "amended", "corrected", "preliminary"})
 
@@ -32,6 +32,26 @@ class Selected:
     effective: date | None
     sources: tuple[str, ...]
     conflicting: bool
+
+
+class ObsIndex(list[Resource]):
+    """The patient's Observations, indexed once by every (system, code) of `Observation.code`."""
+
+    def __init__(self, observations: Iterable[Resource]) -> None:
+        super().__init__(observations)
+        self._by: dict[tuple[str, str], list[Resource]] = {}
+        for obs in self:
+            for key in dict.fromkeys(codings(obs.get("code"))):
+                self._by.setdefault(key, []).append(obs)
+        self.memo: dict[str, Any] = {}
+
+    def coded(self, system: str, codes: Iterable[str]) -> list[Resource]:
+        """Observations with any of `codes` in `system`, in their original order."""
+        found = {id(o): o for code in codes for o in self._by.get((system, code), ())}
+        return [o for o in self if id(o) in found] if len(found) > 1 else list(found.values())
+
+    def local(self, code: str) -> list[Resource]:
+        return self._by.get((LOCAL, code), [])
 
 
 def usable(obs: Resource) -> bool:

@@ -8,7 +8,7 @@ from datetime import date, timedelta
 
 from service.domain.facts import Fact, InputIssue, PatientFacts, known, unknown
 from service.fhir.medications import MedicationUse, active_classes, ordered_classes
-from service.fhir.readings import Reading
+from service.fhir.readings import ObsIndex, Reading
 from service.fhir.util import LOINC, Resource, codings, has_code, parse_date
 
 ZOLEDRONIC_ACID = "77655"
@@ -80,7 +80,7 @@ def za_renal_facts(uses: list[MedicationUse], creatinine: list[Reading], as_of: 
     ]
 
 
-def calcium_low(obs: list[Resource], pf: PatientFacts) -> Fact:
+def calcium_low(obs: ObsIndex, pf: PatientFacts) -> Fact:
     """Below the lab's lower limit (interpretation L/LL), else corrected calcium < 8.5 mg/dL [KNOW fallback]."""
     cal = [
         o
@@ -106,7 +106,7 @@ def dental_fact(pf: PatientFacts, as_of: date) -> Fact:
     return known("dental_exam_recent", recent, pf.get("dental_exam_date").sources if recent else ())
 
 
-def genomic_facts(obs: list[Resource]) -> list[Fact]:
+def genomic_facts(obs: ObsIndex) -> list[Fact]:
     """EGFR sensitizing mutation / ALK fusion from genomic results only; EGFR protein IHC (39004-7) never counts."""
     egfr: list[tuple[bool | None, str]] = []
     alk: list[tuple[bool | None, str]] = []

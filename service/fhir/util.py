@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
 
@@ -17,8 +19,34 @@ LOCAL = "http://oligocds.org/fhir/CodeSystem/oligocds"
 MCODE = "http://hl7.org/fhir/us/mcode"
 
 
-def codings(concept: Any) -> Iterator[tuple[str, str]]:
-    """(system, code) pairs of a CodeableConcept (or a list of them)."""
+_memo = threading.local()
+
+
+@contextmanager
+def codings_memo() -> Iterator[None]:
+    """Within the block, the codings of each CodeableConcept are read once (fact readers ask the same
+    Observation codes many times). Per thread, and dropped at the end of the block."""
+    _memo.cache = {}
+    try:
+        yield
+    finally:
+        _memo.cache = None
+
+
+def codings(concept: Any) -> tuple[tuple[str, str], ...]:
+    """(system, code) pairs of a CodeableConcept (or a list of them), in order."""
+    cache: dict[int, tuple[Any, tuple[tuple[str, str], ...]]] | None = getattr(_memo, "cache", None)
+    if cache is not None:
+        hit = cache.get(id(concept))
+        if hit is not None and hit[0] is concept:
+            return hit[1]
+    found = tuple(_codings(concept))
+    if cache is not None:
+        cache[id(concept)] = (concept, found)  # holding the object keeps its id from being reused
+    return found
+
+
+def _codings(concept: Any) -> Iterator[tuple[str, str]]:
     items = concept if isinstance(concept, list) else [concept]
     for item in items:
         if isinstance(item, dict):
@@ -28,8 +56,8 @@ def codings(concept: Any) -> Iterator[tuple[str, str]]:
 
 
 def has_code(concept: Any, system: str, codes: Iterable[str]) -> bool:
-    wanted = set(codes)
-    return any(s == system and c in wanted for s, c in codings(concept))
+    found = codings(concept)
+    return bool(found) and any(s == system and c in codes for s, c in found)
 
 
 def code_in(concept: Any, system: str) -> str | None:
