@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from service.fhir.parse import USED_TYPES
+
 PATIENT_VIEW, ORDER_SELECT, ORDER_SIGN = "patient-view", "order-select", "order-sign"
 
 # Keys are resource type names, as AHRQ CQL Services uses (cds-hooks.md §2); one template set for every hook.
@@ -14,16 +16,7 @@ PREFETCH: MappingProxyType[str, str] = MappingProxyType(
         "Patient": "Patient/{{context.patientId}}",
         **{
             t: f"{t}?patient={{{{context.patientId}}}}"
-            for t in (
-                "Condition",
-                "Observation",
-                "Procedure",
-                "MedicationRequest",
-                "MedicationAdministration",
-                "MedicationStatement",
-                "BodyStructure",
-                "RiskAssessment",
-            )
+            for t in sorted(USED_TYPES - {"Patient"})  # every resource type the fact readers use
         },
     }
 )
