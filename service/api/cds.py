@@ -17,6 +17,7 @@ from service.api.errors import outcome, outcome_response
 from service.api.json import fhir_json, json_response
 from service.bootstrap import Container
 from service.cdshooks.errors import CdsError
+from service.cdshooks.fetch import HttpFhirFetcher
 from service.cdshooks.hooks import CdsHooks, CdsState
 from service.config import Settings
 
@@ -110,7 +111,12 @@ def install(app: FastAPI, settings: Settings) -> None:
         allow_headers=["Content-Type", "Authorization"],
         allow_credentials=False,
     )
-    app.state.cds = CdsState()
+    degraded = app.state.metrics.fhir_fallback_degraded
+    fetcher = HttpFhirFetcher(
+        deadline_ms=settings.fhir_timeout_ms,
+        on_degraded=lambda key, reason: degraded.labels(key=key, reason=reason).inc(),
+    )
+    app.state.cds = CdsState(fetcher=fetcher)
     try:
         app.state.jwt = JwtVerifier(AuthSettings.from_settings(settings))
     except ValueError as exc:  # production without an issuer allow-list or public URL

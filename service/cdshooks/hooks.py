@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -47,6 +48,9 @@ class CdsState:
     feedback: FeedbackStore = field(default_factory=MemoryFeedbackStore)
     issued: IssuedCards = field(default_factory=MemoryIssuedCards)
     fetcher: PrefetchFetcher = field(default_factory=NoFetcher)
+
+
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +119,8 @@ class CdsHooks:
             raise CdsError(400, "security", "fhirServer: must be https when fhirAuthorization is sent")
         context = wire.read(_CONTEXTS[service.hook], request.context, "context")
         patient = context.patientId.removeprefix("Patient/")
-        if not patient:
-            raise CdsError(400, "invalid", "context.patientId: empty")
+        if not FHIR_ID.fullmatch(patient):  # it goes into FHIR query URLs: only a valid FHIR id
+            raise CdsError(400, "invalid", "context.patientId: not a FHIR id ([A-Za-z0-9-.]{1,64})")
         return HookCall(service, f"Patient/{patient}", request, context)
 
     # --- data ------------------------------------------------------------------------------------------

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from service.bootstrap import Container
-from service.cdshooks.prefetch import NoFetcher, Resource
+from service.cdshooks.fetch import HttpFhirFetcher
+from service.cdshooks.prefetch import Resource
 from service.config import Settings
 from tests.conftest import shared_dir
 from tests.server import running_server
@@ -174,16 +175,16 @@ def client(settings: Settings, container: Container) -> Iterator[httpx.Client]:
         yield c
 
 
-@pytest.fixture()
+@pytest.fixture(autouse=True)
 def fetch_spy(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, str]]:
-    """The no-op FHIR fallback, recording the queries it is asked for."""
+    """The FHIR fallback as a no-op recording the queries it is asked for: the payloads name real servers."""
     calls: list[dict[str, str]] = []
 
-    async def fetch(self: NoFetcher, server: str, authorization: Any, queries: Any) -> dict[str, list[Resource]]:
+    async def fetch(self: HttpFhirFetcher, server: str, authorization: Any, queries: Any) -> dict[str, list[Resource]]:
         calls.append(dict(queries))
         return {}
 
-    monkeypatch.setattr(NoFetcher, "fetch", fetch)
+    monkeypatch.setattr(HttpFhirFetcher, "fetch", fetch)
     return calls
 
 
@@ -249,7 +250,7 @@ def test_missing_condition_key_is_412_naming_it(client: httpx.Client, fetch_spy:
     assert response.status_code == 412
     assert "Condition" in response.json()["issue"][0]["diagnostics"]
     assert "Patient" not in response.json()["issue"][0]["diagnostics"]
-    # fhirServer is given: the (not yet real) fallback is asked for the absent keys only, never for null/present.
+    # fhirServer is given: the fallback is asked for the absent keys only, never for null/present.
     assert len(fetch_spy) == 1 and "Condition" in fetch_spy[0] and "Observation" not in fetch_spy[0]
     assert fetch_spy[0]["Condition"] == "Condition?patient=1288992"
 

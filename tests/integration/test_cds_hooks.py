@@ -16,8 +16,9 @@ import pytest
 
 from service.bootstrap import Container
 from service.cdshooks.cache import ResponseCache
+from service.cdshooks.fetch import HttpFhirFetcher
 from service.cdshooks.hooks import CdsHooks
-from service.cdshooks.prefetch import NoFetcher, Resource
+from service.cdshooks.prefetch import Resource
 from service.config import Settings
 from tests.conformance.test_cds_hooks_payloads import assert_no_empty, assert_valid_response
 from tests.server import running_server
@@ -332,7 +333,7 @@ def test_a_fetcher_fills_absent_keys(client: httpx.Client, monkeypatch: pytest.M
         asked.append(dict(queries))
         return {"Condition": []}
 
-    monkeypatch.setattr(NoFetcher, "fetch", fetch)
+    monkeypatch.setattr(HttpFhirFetcher, "fetch", fetch)
     request = hook_request("patient-view", {"Patient": {"resourceType": "Patient", "id": "example-1"}})
     assert "no fhirServer" in outcome(client.post(PV, json=request), 412)
     assert asked == []
@@ -446,3 +447,9 @@ def test_production_uses_the_origin_allowlist_and_refuses_calls_without_jwt(
                 "resourceType": "OperationOutcome",
                 "issue": [{"severity": "error", "code": "security"}],
             }
+
+
+def test_a_patient_id_that_is_not_a_fhir_id_is_refused(client: httpx.Client) -> None:
+    request = hook_request("patient-view", {"Patient": {"resourceType": "Patient", "id": "example-1"}})
+    request["context"]["patientId"] = "1&_include=*"
+    assert "patientId" in outcome(client.post(PV, json=request), 400)
