@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from service import __version__
-from service.api import cds, errors, logs, metrics, routes
+from service.api import cds, errors, metrics, observe, routes
 from service.bootstrap import Container, bootstrap
 from service.config import Settings
 from service.reload import RuleReloader
@@ -38,8 +38,7 @@ def create_app(settings: Settings, container: Container | None = None) -> FastAP
     app.state.settings = settings
     app.state.metrics = metrics.Metrics()
     errors.install(app)
-    metrics.install(app, app.state.metrics)
-    logs.install(app)
+    app.add_middleware(observe.Observe, metrics=app.state.metrics)
     app.include_router(routes.router)
     app.include_router(cds.router)
     cds.install(app, settings)

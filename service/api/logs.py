@@ -8,12 +8,7 @@ import json
 import logging
 import sys
 import time
-import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.responses import Response
 
 request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
@@ -40,31 +35,3 @@ def configure(level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
-
-
-access = logging.getLogger("oligocds.access")
-
-
-def install(app: FastAPI) -> None:
-    @app.middleware("http")
-    async def with_request_id(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        rid = request.headers.get("x-request-id", "")
-        rid = rid if rid.replace("-", "").isalnum() and len(rid) <= 64 else uuid.uuid4().hex
-        token = request_id.set(rid)
-        start = time.perf_counter()
-        try:
-            response = await call_next(request)
-        finally:
-            request_id.reset(token)
-        response.headers["X-Request-Id"] = rid
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        extra = {
-            "route": route,
-            "method": request.method,
-            "status": response.status_code,
-            "ms": round((time.perf_counter() - start) * 1000, 2),
-        }
-        token = request_id.set(rid)
-        access.info("request", extra=extra)
-        request_id.reset(token)
-        return response

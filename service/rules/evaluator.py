@@ -54,6 +54,7 @@ class RuleRunner:
                     state.derive(part.rule, hits)
                 else:
                     state.outcomes(part, hits)
+            state.sync_lesions()  # facts derived in this stage reach the lesion subjects of the next ones
         return state.finish()
 
 
@@ -63,13 +64,13 @@ class _State:
         values = {n: f.value for n, f in pf.facts.items() if f.usable}
         self.patient = _Subject(0, values, pf.facts)
         self.lesions = [_Subject(i + 1, {}, lesion.facts, lesion.condition) for i, lesion in enumerate(pf.lesions)]
-        self._sync_lesions()
+        self.sync_lesions()
         self.recs: list[Recommendation] = []
         self.issues: dict[tuple[str, str], tuple[list[str], str]] = {}
         self.fired_rules: list[str] = []
         self.listing: set[tuple[str, str]] = set()
 
-    def _sync_lesions(self) -> None:
+    def sync_lesions(self) -> None:
         for s in self.lesions:
             s.values = {
                 **self.patient.values,
@@ -114,7 +115,6 @@ class _State:
         self.pf.put(fact)
         if fact.usable:
             self.patient.values[name] = fact.value
-        self._sync_lesions()
 
     # --- outcomes -----------------------------------------------------------------------------------------
     def outcomes(self, part: Part, hits: set[tuple[tuple[str, int, str], int]]) -> None:
