@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from service.config import Settings
 from service.evaluate import Evaluator
@@ -16,8 +16,16 @@ from service.rules.loader import default_rules_dir, load_ruleset
 class Container:
     settings: Settings
     engine: RulesEngine
-    runner: RuleRunner
-    evaluator: Evaluator
+    runner: RuleRunner  # swapped by the rule reloader; readers go through current_runner()
+    evaluator: Evaluator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.evaluator = Evaluator(
+            engine=self.engine,
+            runner=self.current_runner,
+            options=fact_options(self.settings),
+            canonical_base=self.settings.canonical_base,
+        )
 
     def current_runner(self) -> RuleRunner:
         return self.runner
@@ -39,12 +47,4 @@ def fact_options(settings: Settings) -> FactOptions:
 def bootstrap(settings: Settings, engine: RulesEngine | None = None) -> Container:
     engine = engine or RulesEngine()
     ruleset = load_ruleset(settings.rules_dir or default_rules_dir(), settings.rule_settings())
-    runner = RuleRunner(ruleset, engine)
-    container = Container(settings, engine, runner, None)  # type: ignore[arg-type]
-    container.evaluator = Evaluator(
-        engine=engine,
-        runner=container.current_runner,
-        options=fact_options(settings),
-        canonical_base=settings.canonical_base,
-    )
-    return container
+    return Container(settings, engine, RuleRunner(ruleset, engine))
