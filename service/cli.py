@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import date
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -61,17 +61,16 @@ def evaluate(
         sys.stdout.write(orjson.dumps({"results": results}, option=orjson.OPT_INDENT_2).decode() + "\n")
 
 
-def _print_table(results: list[dict[str, object]]) -> None:
+def _print_table(results: list[dict[str, Any]]) -> None:
     console = Console()
     for result in results:
         a = result["assessment"]
-        assert isinstance(a, dict)
         console.print(f"[bold]{result['patient']}[/bold]  OMD {a['omdState']}  class {a['omdClass']}")
         table = Table("indicator", "rule", "code", "summary")
-        for rec in result["recommendations"]:  # type: ignore[attr-defined]
+        for rec in result["recommendations"]:
             table.add_row(rec["indicator"], rec["rule"], rec["code"], rec["summary"])
         console.print(table)
-        for issue in result["issues"]:  # type: ignore[attr-defined]
+        for issue in result["issues"]:
             console.print(f"  {issue['code']}: {issue['input']} {issue['rules']}")
 
 

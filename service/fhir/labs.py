@@ -98,7 +98,8 @@ def cockcroft_gault(age: int, weight_kg: float, scr_mg_dl: float, female: bool) 
 def _crcl(facts: dict[str, Fact], age: int | None, sex: str | None, issues: list[InputIssue]) -> Fact:
     observed = facts["crcl_observed"]
     if observed.usable:
-        return known("crcl", observed.value, observed.sources, observed.effective)  # type: ignore[arg-type]
+        assert observed.value is not None  # usable
+        return known("crcl", observed.value, observed.sources, observed.effective)
     scr, weight = facts["scr_current_mg_dl"], facts["weight_kg"]
     missing = [
         n
