@@ -5,6 +5,7 @@ Thin: each route reads the body and delegates to `service.cdshooks.hooks.CdsHook
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -17,8 +18,10 @@ from service.api.errors import outcome, outcome_response
 from service.api.json import fhir_json, json_response
 from service.bootstrap import Container
 from service.cdshooks.errors import CdsError
+from service.cdshooks.feedback import summary
 from service.cdshooks.fetch import HttpFhirFetcher
 from service.cdshooks.hooks import CdsHooks, CdsState
+from service.cdshooks.services import SERVICES
 from service.config import Settings
 
 log = logging.getLogger("oligocds.cds")
@@ -46,6 +49,14 @@ async def authorize(request: Request) -> None:
             last = exc
     log.info("CDS Hooks call refused: %s", last.reason if last else "no audience")
     raise NotAuthorized
+
+
+def feedback_rows(state: CdsState) -> Iterator[tuple[str, str, str, str, int]]:
+    """(service, rule, code, outcome, count) for the metrics, from the feedback store's own summary."""
+    for service in dict.fromkeys(s.id for s in SERVICES):
+        for row in summary(state.feedback.items(service), state.issued)["rules"]:
+            for result in ("accepted", "overridden"):
+                yield service, row["rule"], row["code"], result, row[result]
 
 
 def audiences(request: Request) -> list[str]:
@@ -117,6 +128,7 @@ def install(app: FastAPI, settings: Settings) -> None:
         on_degraded=lambda key, reason: degraded.labels(key=key, reason=reason).inc(),
     )
     app.state.cds = CdsState(fetcher=fetcher)
+    app.state.metrics.watch_feedback(lambda: feedback_rows(app.state.cds))
     try:
         app.state.jwt = JwtVerifier(AuthSettings.from_settings(settings))
     except ValueError as exc:  # production without an issuer allow-list or public URL

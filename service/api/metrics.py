@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -39,5 +42,25 @@ class Metrics:
             for card in result["cards"]:
                 self.cards.labels(indicator=card["indicator"]).inc()
 
+    def watch_feedback(self, read: Callable[[], Iterable[tuple[str, str, str, str, int]]]) -> None:
+        """Export CDS Hooks feedback counts, read from the feedback store at scrape time (so they always agree
+        with it, however often an identical item is re-sent): (service, rule, code, outcome, count) rows."""
+        self.registry.register(_FeedbackCollector(read))
+
     def render(self) -> Response:
         return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+class _FeedbackCollector(Collector):
+    def __init__(self, read: Callable[[], Iterable[tuple[str, str, str, str, int]]]) -> None:
+        self._read = read
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "oligocds_cds_feedback",
+            "CDS Hooks card feedback by service, rule, recommendation code and outcome",
+            labels=["service", "rule", "code", "outcome"],
+        )
+        for service, rule, code, outcome, count in self._read():
+            family.add_metric([service, rule, code, outcome], count)
+        yield family

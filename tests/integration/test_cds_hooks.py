@@ -373,6 +373,10 @@ def test_feedback_is_counted_per_rule_and_code(client: httpx.Client) -> None:
         "http://oligocds.org/fhir/CodeSystem/oligocds|already-addressed": 1
     }
     assert after["unmatched"]["overridden"] == before["unmatched"]["overridden"] + 1
+    metrics = client.get("/metrics").text  # the same counts, exported for Prometheus
+    labels = 'code="mdt-review",outcome="overridden",rule="MDT-01",service="oligocds-patient-view"'
+    line = f"oligocds_cds_feedback_total{{{labels}}}"
+    assert f"{line} 2.0" in metrics
 
 
 def test_same_instant_in_another_zone_is_the_same_item(client: httpx.Client) -> None:
