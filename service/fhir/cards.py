@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from service.domain.result import Issue, Recommendation, RulesetInfo
+from service.fhir.careplan import care_plan as build_care_plan
 from service.fhir.util import LOCAL
 
 REVIEW_URL = "https://doi.org/10.3390/curroncol32040226"
@@ -44,7 +45,15 @@ def _ruleset_ext(ruleset: RulesetInfo) -> dict[str, str]:
     return {"name": ruleset.name, "version": ruleset.version, "digest": ruleset.digest}
 
 
-def recommendation_card(rec: Recommendation, patient: str, ruleset: RulesetInfo, canonical_base: str) -> dict[str, Any]:
+def recommendation_card(
+    rec: Recommendation,
+    patient: str,
+    ruleset: RulesetInfo,
+    canonical_base: str,
+    addresses: Sequence[str] = (),
+) -> dict[str, Any]:
+    """One card; with "Add to draft care plan" (a CarePlan proposal of this recommendation alone) when the
+    recommendation adds a CarePlan activity, and a link to its source when it has a URL."""
     why = (
         f"\n\n**Why this card**: rule {rec.rule} fired on {', '.join(rec.evidence) or 'the patient record'}. "
         f"Ruleset {ruleset.name} {ruleset.version}."
@@ -68,7 +77,35 @@ def recommendation_card(rec: Recommendation, patient: str, ruleset: RulesetInfo,
     }
     if rec.indicator == "critical":
         card["overrideReasons"] = [{"system": LOCAL, "code": c, "display": d} for c, d in OVERRIDE_REASONS]
+    if rec.activity:
+        plan = build_care_plan(patient, ruleset, [rec], addresses, canonical_base)
+        card["suggestions"] = [
+            {
+                "label": "Add to draft care plan",
+                "uuid": _suggestion_uuid(canonical_base, patient, rec),
+                "isRecommended": False,
+                "actions": [
+                    {
+                        "type": "create",
+                        "description": "Create a draft CarePlan proposal for this recommendation",
+                        "resource": plan,
+                    }
+                ],
+            }
+        ]
+        card["selectionBehavior"] = "at-most-one"
+    if rec.source_url:
+        card["links"] = [
+            {"label": f"Source: {short(rec.citation or rec.source_url, 80)}", "url": rec.source_url, "type": "absolute"}
+        ]
     return card
+
+
+def _suggestion_uuid(canonical_base: str, patient: str, rec: Recommendation) -> str:
+    """UUIDv5 like the card's, of the card's name with '#suggest' appended."""
+    namespace = uuid.uuid5(uuid.NAMESPACE_URL, canonical_base)
+    name = f"{patient}#{rec.rule}#{rec.code}" + (f"#{rec.lesion}" if rec.lesion else "") + "#suggest"
+    return str(uuid.uuid5(namespace, name))
 
 
 def summary_card(
@@ -139,9 +176,11 @@ def cards(
     canonical_base: str,
     care_plan: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Summary card first (when a distant metastasis is active), then critical → warning → info, rule id."""
+    """Summary card first (when a distant metastasis is active), then critical → warning → info, rule id.
+    The per-recommendation proposals address what the whole CarePlan addresses (the cancer conditions)."""
+    addresses = [a["reference"] for a in care_plan.get("addresses", [])]
     ordered = sorted(recs, key=lambda r: (ORDER[r.indicator], r.rule, r.code, r.lesion or ""))
-    out = [recommendation_card(r, patient, ruleset, canonical_base) for r in ordered]
+    out = [recommendation_card(r, patient, ruleset, canonical_base, addresses) for r in ordered]
     if assessment["omdState"] != "not-applicable":
         out.insert(0, summary_card(patient, assessment, issues, ruleset, canonical_base, care_plan))
     return out

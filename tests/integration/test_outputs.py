@@ -142,3 +142,44 @@ def test_a_patient_with_many_rules_gets_every_activity_in_a_stable_order(contain
     assert keys == sorted(keys) and len(codes) >= 5
     again = container.evaluator.evaluate_bytes(bundle, AS_OF)[0]["carePlan"]
     assert again == result["carePlan"]
+
+
+def test_recommendation_cards_offer_their_own_care_plan_proposal_and_link_their_source(container: Container) -> None:
+    bundle = (FIXTURES / "tx-multi-rule-breast-omd" / "bundle.json").read_bytes()
+    (result,) = container.evaluator.evaluate_bytes(bundle, AS_OF)
+    activity_codes = {a["detail"]["code"]["coding"][0]["code"] for a in result["carePlan"]["activity"]}
+    by_code = {r["code"]: r for r in result["recommendations"]}
+    with_plan = linked = 0
+    for card in result["cards"][1:]:  # the summary card first
+        _no_empty(card)
+        code = card["source"]["topic"]["code"]
+        if code in activity_codes:
+            (suggestion,) = card["suggestions"]
+            assert card["selectionBehavior"] == "at-most-one"
+            assert suggestion["label"] == "Add to draft care plan" and suggestion["isRecommended"] is False
+            assert suggestion["uuid"] not in {c["uuid"] for c in result["cards"]}
+            (action,) = suggestion["actions"]
+            assert action["type"] == "create" and action["description"]
+            plan = action["resource"]
+            CarePlan.model_validate(plan)
+            assert plan["status"] == "draft" and plan["intent"] == "proposal"
+            assert plan["subject"] == {"reference": result["patient"]}
+            (activity,) = plan["activity"]
+            assert activity["detail"]["code"]["coding"][0]["code"] == code
+            assert plan["id"] != result["carePlan"]["id"]
+            with_plan += 1
+        else:
+            assert "suggestions" not in card and "selectionBehavior" not in card
+        url = card["source"].get("url")
+        if url:
+            (link,) = card["links"]
+            assert link == {"label": link["label"], "url": url, "type": "absolute"}
+            assert link["label"].startswith("Source: ") and len(link["label"]) <= len("Source: ") + 80
+            assert by_code[code]["citation"][:20] in link["label"]
+            linked += 1
+        else:
+            assert "links" not in card
+    assert with_plan == len(activity_codes) >= 5 and linked >= 1
+    again = container.evaluator.evaluate_bytes(bundle, date(2026, 11, 27))[0]
+    suggested = [s for c in again["cards"][1:] for s in c.get("suggestions", [])]
+    assert suggested == [s for c in result["cards"][1:] for s in c.get("suggestions", [])]  # stable ids and uuids
