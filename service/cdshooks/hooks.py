@@ -6,7 +6,6 @@ those about the draft orders on the order hooks)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -81,7 +80,8 @@ class CdsHooks:
         if cached is not None:
             return cached
         prefetched = await self._prefetch(call)
-        cards = await asyncio.to_thread(self._cards, call, prefetched)
+        # CPU-bound under the GIL: evaluated on the event loop, first come first served (see docs/performance.md)
+        cards = self._cards(call, prefetched)
         response = {"cards": [prune(c) for c in cards]}
         self.state.issued.record(call.patient, response["cards"])
         self.state.cache.put(key, response)
