@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/cds_hooks.py` puts bench/, not the project, on the path
 
 from bench.bundles import BUNDLE_SIZE, bundle_bytes  # noqa: E402
-from bench.evaluate import HttpRun, cpus, pin_to, process_cpu_s, target_line, verdict  # noqa: E402
+from bench.evaluate import HttpRun, cpus, pin_to, process_cpu_s, target_line, verdict, wait_ready  # noqa: E402
 from tests.jwt_keys import KeyPair, bearer, claims, es384_key, mint, write_jwks  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
@@ -124,20 +124,6 @@ class Tokens:
 
 
 # --- servers ------------------------------------------------------------------------------------------------
-def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout_s: float = 30) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the server did not become ready; see {log}")
-
-
 def base_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 

@@ -258,18 +258,19 @@ def process_cpu_s(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path = SERVER_LOG, timeout_s: float = 30) -> None:
+    """Poll /readyz until the server answers 200; fail (naming its log) if it exits or never gets ready."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}; see {SERVER_LOG}")
+            raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
         try:
             if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
                 return
         except httpx.TransportError:
             pass
         time.sleep(0.1)
-    raise RuntimeError("the server did not become ready")
+    raise RuntimeError(f"the server did not become ready; see {log}")
 
 
 @contextmanager

@@ -50,8 +50,13 @@ def client(settings: Settings, container: Container) -> Iterator[httpx.Client]:
 
 
 def omd_prefetch(extra: list[Resource] | None = None) -> dict[str, Any]:
-    """The example OMD patient as a client would prefetch it: Patient by id, searchset Bundles per type."""
+    """The example OMD patient as a client would prefetch it."""
     resources = [e["resource"] for e in json.loads(EXAMPLE.read_text(encoding="utf-8"))["entry"]] + (extra or [])
+    return prefetch_of(resources)
+
+
+def prefetch_of(resources: list[Resource]) -> dict[str, Any]:
+    """Resources as a client prefetches them: Patient by id, one searchset Bundle per other type."""
     prefetch: dict[str, Any] = {}
     for r in resources:
         if r["resourceType"] == "Patient":

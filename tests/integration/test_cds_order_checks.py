@@ -19,7 +19,17 @@ from service.cdshooks.prefetch import Resource
 from service.config import Settings
 from tests.conformance.test_cds_hooks_payloads import assert_valid_response
 from tests.conftest import FIXTURES
-from tests.integration.test_cds_hooks import ORDERS, ZA, code_of, crcl, draft, hook_request, omd_prefetch, post
+from tests.integration.test_cds_hooks import (
+    ORDERS,
+    ZA,
+    code_of,
+    crcl,
+    draft,
+    hook_request,
+    omd_prefetch,
+    post,
+    prefetch_of,
+)
 from tests.server import running_server
 
 LOINC = "http://loinc.org"
@@ -87,17 +97,6 @@ def _shift(value: Any, days: timedelta) -> Any:
     if isinstance(value, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         return (date.fromisoformat(value) + days).isoformat()
     return value
-
-
-def prefetch_of(resources: list[Resource]) -> dict[str, Any]:
-    prefetch: dict[str, Any] = {}
-    for r in resources:
-        if r["resourceType"] == "Patient":
-            prefetch["Patient"] = r
-        else:
-            page = prefetch.setdefault(r["resourceType"], {"resourceType": "Bundle", "type": "searchset", "entry": []})
-            page["entry"].append({"fullUrl": f"https://ehr.example/fhir/{r['resourceType']}/{r['id']}", "resource": r})
-    return prefetch
 
 
 def radium_case(visceral: bool) -> tuple[dict[str, Any], Resource]:
