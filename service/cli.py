@@ -34,6 +34,23 @@ def serve() -> None:
 
 
 @app.command()
+def worker() -> None:
+    """Run the Kafka worker alone (needs OLIGOCDS_KAFKA_BOOTSTRAP); serves /healthz, /readyz and /metrics only."""
+    import uvicorn
+
+    from service.api import logs
+    from service.api.app import create_app
+
+    settings = get_settings()
+    logs.configure(settings.log_level)
+    if not settings.kafka_bootstrap:
+        typer.echo("oligocds worker needs OLIGOCDS_KAFKA_BOOTSTRAP (the Kafka bootstrap servers)", err=True)
+        raise typer.Exit(2)
+    app_ = create_app(settings, worker_only=True)
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+@app.command()
 def evaluate(
     files: Annotated[list[Path], typer.Argument(help="FHIR Bundle JSON files", exists=True, dir_okay=False)],
     as_of: Annotated[str | None, typer.Option("--as-of", help="evaluation date YYYY-MM-DD")] = None,

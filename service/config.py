@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -25,6 +25,15 @@ class Settings(BaseSettings):
     kafka_input_topic: str = "fhir.bundles"
     kafka_output_topic: str = "oligocds.results"
     kafka_dlq_topic: str = "fhir.bundles.dlq"
+    kafka_group_id: str = "oligocds"  # consumer group; also the prefix of the transactional ids
+    kafka_max_records: int = Field(1000, ge=1)  # per fetch; results are coalesced per patient within a batch
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = None
+    kafka_ssl_certfile: str | None = None
+    kafka_ssl_keyfile: str | None = None
     fhir_writeback_url: str | None = None
     cds_trusted_issuers: str | None = None
     max_body_bytes: int = 5 * 1024 * 1024

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from service.domain.assessment import assessment
-from service.domain.facts import PatientFacts
+from service.domain.facts import InputIssue, PatientFacts
 from service.domain.result import Issue, Recommendation, RulesetInfo
 from service.fhir.cards import cards
 from service.fhir.careplan import care_plan
@@ -43,7 +43,7 @@ class Evaluator:
             results.append(self.evaluate_patient(group, day, parsed.duplicate_conflicts.get(group.patient, ())))
         if issues:
             for result in results:
-                result["issues"].extend(_issue_json(Issue(i.code, i.input, i.rules, i.detail)) for i in issues)
+                result["issues"].extend(issue_json(i) for i in issues)
         return results
 
     def evaluate_patient(
@@ -83,6 +83,11 @@ def _rec_json(rec: Recommendation) -> dict[str, Any]:
         "evidence": list(rec.evidence),
         "citation": rec.citation,
     }
+
+
+def issue_json(issue: InputIssue) -> dict[str, Any]:
+    """A finding about the input, as an `issues` entry of the result."""
+    return _issue_json(Issue(issue.code, issue.input, issue.rules, issue.detail))
 
 
 def _issue_json(issue: Issue) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import pytest
 from service.bootstrap import Container, bootstrap
 from service.config import Settings
 from service.rules.engine import RulesEngine
+from tests.infra import fresh_pg_dsn, kafka_broker, postgres_dsn  # noqa: F401
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from service.api.json import fhir_json
 from service.fhir.parse import BundleError
+from service.store.base import StoreError
 
 
 class ApiError(Exception):
@@ -41,6 +42,11 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(BundleError)
     async def _bundle_error(_: Request, exc: BundleError) -> Response:
         return outcome_response(exc.status, exc.code, exc.diagnostics)
+
+    @app.exception_handler(StoreError)
+    async def _store_error(_: Request, exc: StoreError) -> Response:
+        # The state store is down or refused: nothing was committed; the client may retry.
+        return outcome_response(503, "transient", f"patient state store unavailable ({type(exc).__name__})")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

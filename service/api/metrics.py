@@ -27,6 +27,9 @@ class Metrics:
         self.rules_fired = Counter("oligocds_rules_fired", "Recommendations emitted, by rule id", ["rule"], registry=r)
         self.cards = Counter("oligocds_cards", "Cards produced, by indicator", ["indicator"], registry=r)
         self.reloads = Counter("oligocds_rules_reload", "Rule reload attempts by result", ["result"], registry=r)
+        self.writeback = Counter(
+            "oligocds_fhir_writeback", "CarePlan write-backs by result (ok, rejected, failed)", ["result"], registry=r
+        )
         self.fhir_fallback_degraded = Counter(
             "oligocds_fhir_fallback_degraded",
             "CDS Hooks prefetch keys the FHIR fallback could not fill, by key and reason",

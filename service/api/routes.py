@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import date
 
@@ -12,8 +13,10 @@ from service.api.body import read_json_body
 from service.api.errors import ApiError
 from service.api.json import json_response
 from service.bootstrap import Container
+from service.store.base import StoreError
 
-router = APIRouter()
+router = APIRouter()  # evaluation
+health = APIRouter()  # health, metrics and the ruleset: served by API and worker processes alike
 
 
 def _container(request: Request) -> Container:
@@ -44,27 +47,44 @@ async def evaluate(request: Request, as_of: str | None = Query(None, alias="asOf
     return json_response({"results": results})
 
 
-@router.get("/healthz")
+@health.get("/healthz")
 async def healthz() -> Response:
     """The process is up."""
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz")
+@health.get("/readyz")
 async def readyz(request: Request) -> Response:
     """Rules are loaded (and, when enabled, the store and Kafka are reachable)."""
-    runner = _container(request).current_runner()
-    return json_response({"status": "ready", "ruleset": runner.ruleset.version})
+    container = _container(request)
+    runner = container.current_runner()
+    body: dict[str, object] = {"status": "ready", "ruleset": runner.ruleset.version}
+    problems = await _dependencies(request, container)
+    if problems:
+        return json_response({**body, "status": "not-ready", "problems": problems}, 503)
+    return json_response(body)
 
 
-@router.get("/metrics")
+async def _dependencies(request: Request, container: Container) -> list[str]:
+    problems = []
+    try:
+        await asyncio.to_thread(container.store.ping)
+    except StoreError as exc:
+        problems.append(f"store: {exc}")
+    stream = getattr(request.app.state, "stream", None)
+    if stream is not None and not await stream.ping():
+        problems.append("kafka: broker not reachable")
+    return problems
+
+
+@health.get("/metrics")
 async def metrics(request: Request) -> Response:
     """Prometheus metrics."""
     rendered: Response = request.app.state.metrics.render()
     return rendered
 
 
-@router.get("/rules")
+@health.get("/rules")
 async def rules(request: Request) -> Response:
     """The loaded ruleset: name, version, digest and rule ids."""
     rs = _container(request).current_runner().ruleset

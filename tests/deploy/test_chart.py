@@ -44,16 +44,6 @@ RELEASE, NAMESPACE = "rel", "clinical"
 FULLNAME = f"{RELEASE}-oligocds"
 OPTIONAL_KINDS = {"HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy", "ServiceMonitor"}
 
-# Settings the chart renders that service/config.py does not read yet (the Kafka worker will add them).
-PENDING_SETTINGS = {
-    "kafka_security_protocol",
-    "kafka_sasl_mechanism",
-    "kafka_sasl_username",
-    "kafka_sasl_password",
-    "kafka_ssl_cafile",
-    "kafka_ssl_certfile",
-    "kafka_ssl_keyfile",
-}
 # Settings with a block of their own in values.yaml instead of a key under `settings`.
 SETTINGS_WITH_OWN_BLOCK = {"host", "port", "rules_dir", "store_url", "cds_trusted_issuers"} | {
     name for name in Settings.model_fields if name.startswith("kafka_")
@@ -392,8 +382,15 @@ def test_kafka_consumer_runs_in_one_place(helm: Helm) -> None:
     }
     mounts = {m["name"]: m["mountPath"] for m in container_of(docs, f"{FULLNAME}-worker")["volumeMounts"]}
     assert worker["OLIGOCDS_KAFKA_SSL_CAFILE"] == f"{mounts['kafka-tls']}/ca.crt"
+    probes = container_of(docs, f"{FULLNAME}-worker")
+    assert probes["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert probes["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     in_api = env_of(container_of(manifests(helm.template(NEWEST, "--set", "kafka.bootstrap=kafka:9092")), FULLNAME))
     assert in_api["OLIGOCDS_KAFKA_BOOTSTRAP"] == "kafka:9092", "without the worker, serve runs the consumer"
+    tuned = ("--set", "kafka.bootstrap=k:9092", "--set", "kafka.groupId=cds-a", "--set", "kafka.maxRecords=200")
+    env = env_of(container_of(manifests(helm.template(NEWEST, *tuned)), FULLNAME))
+    settings = Settings.model_validate({k.removeprefix("OLIGOCDS_").lower(): v for k, v in env.items()})
+    assert (settings.kafka_group_id, settings.kafka_max_records) == ("cds-a", 200)
 
 
 def test_secrets_are_referenced_not_inlined(helm: Helm) -> None:
@@ -414,7 +411,7 @@ def test_every_schema_setting_is_a_service_setting(helm: Helm, tmp_path: Path) -
     values.write_text(yaml.safe_dump({"settings": settings}))
     rendered = env_of(container_of(manifests(helm.template(NEWEST, "--values", str(values))), FULLNAME))
     names = {name.removeprefix("OLIGOCDS_").lower() for name in rendered if name.startswith("OLIGOCDS_")}
-    assert names - PENDING_SETTINGS <= fields
+    assert names <= fields
     assert {snake(key) for key in settings} <= names
     parsed = Settings.model_validate({name.removeprefix("OLIGOCDS_").lower(): v for name, v in rendered.items()})
     assert parsed.max_body_bytes == 7 and parsed.pathfx_probability == 0.25

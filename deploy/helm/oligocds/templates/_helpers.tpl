@@ -194,6 +194,14 @@ Kafka settings: call with .Values.kafka.
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
+{{- with .groupId }}
+- name: OLIGOCDS_KAFKA_GROUP_ID
+  value: {{ . | quote }}
+{{- end }}
+{{- with .maxRecords }}
+- name: OLIGOCDS_KAFKA_MAX_RECORDS
+  value: {{ int64 . | quote }}
+{{- end }}
 {{- with .securityProtocol }}
 - name: OLIGOCDS_KAFKA_SECURITY_PROTOCOL
   value: {{ . | quote }}

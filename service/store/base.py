@@ -1,0 +1,109 @@
+"""The patient state store's port: one small interface, SQLite and PostgreSQL behind it.
+
+A store holds, per patient key ("Patient/<id>", or a urn for a Patient without id), the latest version of each
+FHIR resource received for that patient, the latest published result (the per-patient object of contract.md §3)
+with its digest, and, per Kafka input partition, the next offset whose effects are not yet in the store. All
+writes happen inside `Store.transaction()`: the effects of one Kafka batch or one `POST /ingest` commit together
+or not at all.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+
+class StoreError(Exception):
+    """The store cannot be reached or refused a statement (readiness fails; the caller retries)."""
+
+
+class Merge(enum.Enum):
+    """What `StoreTx.upsert` did with an incoming resource."""
+
+    ADDED = "added"  # no earlier copy
+    UPDATED = "updated"  # replaced an older or unversioned copy with different content
+    UNCHANGED = "unchanged"  # same content as the stored copy (re-sent bundle)
+    IGNORED_OLDER = "ignored-older"  # strictly older meta.lastUpdated / meta.versionId than the stored copy
+    DELETED = "deleted"  # the incoming copy is entered-in-error: the stored copy was removed
+    IGNORED_DELETED = "ignored-deleted"  # entered-in-error and nothing stored (nothing to remove)
+
+    @property
+    def changed(self) -> bool:
+        return self in (Merge.ADDED, Merge.UPDATED, Merge.DELETED)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    patient: str
+    body: bytes  # the per-patient JSON object, exactly as published
+    digest: str  # "sha256:<hex>" of the object without its time stamps (evaluatedAt, asOf)
+
+
+class StoreTx(Protocol):
+    """One open database transaction."""
+
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested unit: rolled back to its start when the block raises (the exception propagates)."""
+
+    def lock_patient(self, patient: str) -> None:
+        """Serialise writers of one patient until the transaction ends (PostgreSQL advisory lock)."""
+
+    def upsert(self, patient: str, resource: Mapping[str, Any]) -> Merge:
+        """Merge one validated resource into the patient's state (rules in docs/streaming.md)."""
+
+    def delete(self, resource_type: str, resource_id: str) -> str | None:
+        """Remove a resource (a transaction's DELETE entry); the patient key it belonged to, or None."""
+
+    def resources(self, patient: str) -> list[dict[str, Any]]:
+        """The patient's current resources, in a stable order (resource type, then key)."""
+
+    def result(self, patient: str) -> StoredResult | None: ...
+
+    def save_result(self, patient: str, body: bytes, digest: str) -> None: ...
+
+    def offset(self, topic: str, partition: int) -> int | None: ...
+
+    def save_offset(self, topic: str, partition: int, next_offset: int) -> None: ...
+
+
+class Store(Protocol):
+    kind: str  # "sqlite" or "postgresql"
+
+    def transaction(self) -> AbstractContextManager[StoreTx]:
+        """A write transaction: committed when the block ends normally, rolled back when it raises."""
+
+    def result(self, patient: str) -> StoredResult | None:
+        """The latest stored result, read outside any write transaction."""
+
+    def offset(self, topic: str, partition: int) -> int | None: ...
+
+    def ping(self) -> None:
+        """Raise StoreError unless the database answers."""
+
+    def close(self) -> None: ...
+
+
+class OpenTransaction:
+    """A store transaction kept open across an await (e.g. a Kafka commit), closed later on the same thread.
+
+    `begin()` and `commit()`/`rollback()` must run on one thread: the SQLite store holds a thread-owned lock for
+    the length of a transaction.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._cm: AbstractContextManager[StoreTx] | None = store.transaction()
+        self.tx: StoreTx = self._cm.__enter__()
+
+    def commit(self) -> None:
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            cm.__exit__(None, None, None)
+
+    def rollback(self, reason: BaseException | None = None) -> None:
+        cm, self._cm = self._cm, None
+        if cm is not None:
+            error = reason or RuntimeError("transaction abandoned")
+            cm.__exit__(type(error), error, error.__traceback__)

@@ -1,0 +1,84 @@
+"""The store's schema as an ordered list of migrations, in one text for both SQL dialects.
+
+`{blob}` and `{ctext}` stand for the dialect's byte string type and a text type that sorts by code point (SQLite's
+default; `COLLATE "C"` on PostgreSQL), so both backends return resources in the same order. Migrations are
+applied in order, in the caller's transaction, and recorded in `schema_version`; never edit a released one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE resources (
+            key {ctext} PRIMARY KEY,
+            patient TEXT NOT NULL,
+            resource_type {ctext} NOT NULL,
+            last_updated TEXT,
+            version_id TEXT,
+            live INTEGER NOT NULL,
+            body {blob} NOT NULL
+        )""",
+        "CREATE INDEX resources_by_patient ON resources (patient, resource_type, key)",
+        """CREATE TABLE results (
+            patient TEXT PRIMARY KEY,
+            body {blob} NOT NULL,
+            digest TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )""",
+        """CREATE TABLE offsets (
+            topic TEXT NOT NULL,
+            kafka_partition INTEGER NOT NULL,
+            next_offset BIGINT NOT NULL,
+            PRIMARY KEY (topic, kafka_partition)
+        )""",
+    ),
+)
+
+_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    blob: str
+    ctext: str
+    placeholder: str
+
+    def sql(self, statement: str) -> str:
+        """A statement written with "?" placeholders, in this dialect."""
+        return statement.replace("?", self.placeholder)
+
+
+SQLITE = Dialect("sqlite", blob="BLOB", ctext="TEXT", placeholder="?")
+POSTGRESQL = Dialect("postgresql", blob="BYTEA", ctext='TEXT COLLATE "C"', placeholder="%s")
+
+Execute = Callable[[str, Sequence[Any]], list[Any]]  # runs one statement, returns its rows
+
+
+def migrate(execute: Execute, dialect: Dialect) -> list[int]:
+    """Apply the migrations not yet recorded (call inside a transaction that serialises migrators)."""
+    execute(_VERSION_TABLE, ())
+    rows = execute("SELECT version FROM schema_version", ())
+    done = {int(row[0]) for row in rows}
+    applied = []
+    for version, statements in enumerate(MIGRATIONS, start=1):
+        if version not in done:
+            _apply(execute, dialect, version, statements)
+            applied.append(version)
+    return applied
+
+
+def _apply(execute: Execute, dialect: Dialect, version: int, statements: Sequence[str]) -> None:
+    for statement in statements:
+        execute(statement.format(blob=dialect.blob, ctext=dialect.ctext), ())
+    now = datetime.now(UTC).isoformat()
+    execute(dialect.sql("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)"), (version, now))
+
+
+def current_version() -> int:
+    return len(MIGRATIONS)

@@ -1,0 +1,161 @@
+"""`StoreTx` over a DB-API cursor, shared by the SQLite and PostgreSQL stores (the merge policy is in merge.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import orjson
+
+from service.store import merge
+from service.store.base import Merge, StoredResult, StoreError
+from service.store.merge import Write
+from service.store.schema import Dialect
+
+Rows = Callable[[str, Sequence[Any]], list[Any]]  # runs one statement, returns its rows ([] if it has none)
+
+_GET_RESOURCE = "SELECT patient, last_updated, version_id, live, body FROM resources WHERE key = ?"
+_PUT_RESOURCE = (
+    "INSERT INTO resources (key, patient, resource_type, last_updated, version_id, live, body)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET patient = excluded.patient,"
+    " resource_type = excluded.resource_type, last_updated = excluded.last_updated,"
+    " version_id = excluded.version_id, live = excluded.live, body = excluded.body"
+)
+_DELETE_RESOURCE = "DELETE FROM resources WHERE key = ? AND live = 1 RETURNING patient"
+_PATIENT_RESOURCES = "SELECT body FROM resources WHERE patient = ? AND live = 1 ORDER BY resource_type, key"
+_GET_RESULT = "SELECT body, digest FROM results WHERE patient = ?"
+_PUT_RESULT = (
+    "INSERT INTO results (patient, body, digest, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (patient)"
+    " DO UPDATE SET body = excluded.body, digest = excluded.digest, updated_at = excluded.updated_at"
+)
+_GET_OFFSET = "SELECT next_offset FROM offsets WHERE topic = ? AND kafka_partition = ?"
+_PUT_OFFSET = (
+    "INSERT INTO offsets (topic, kafka_partition, next_offset) VALUES (?, ?, ?)"
+    " ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Queries:
+    """The store's statements in one dialect."""
+
+    get_resource: str
+    put_resource: str
+    delete_resource: str
+    patient_resources: str
+    get_result: str
+    put_result: str
+    get_offset: str
+    put_offset: str
+    lock_patient: str | None
+
+    @classmethod
+    def of(cls, dialect: Dialect, lock_patient: str | None = None) -> Queries:
+        raw = (_GET_RESOURCE, _PUT_RESOURCE, _DELETE_RESOURCE, _PATIENT_RESOURCES)
+        more = (_GET_RESULT, _PUT_RESULT, _GET_OFFSET, _PUT_OFFSET, lock_patient)
+        return cls(*(dialect.sql(q) for q in raw), *(dialect.sql(q) if q else None for q in more))
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor both sqlite3 and psycopg provide."""
+
+    @property
+    def description(self) -> Any: ...
+
+    def execute(self, query: str, params: Sequence[Any] = ..., /) -> object: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+def cursor_rows(cursor: Cursor, errors: tuple[type[Exception], ...]) -> Rows:
+    """A `Rows` on `cursor` that raises driver errors as StoreError."""
+
+    def rows(statement: str, params: Sequence[Any]) -> list[Any]:
+        try:
+            cursor.execute(statement, params)
+            return list(cursor.fetchall()) if cursor.description is not None else []
+        except errors as exc:
+            raise StoreError(f"store statement failed: {exc}") from exc
+
+    return rows
+
+
+def read_result(rows: Rows, queries: Queries, patient: str) -> StoredResult | None:
+    found = rows(queries.get_result, (patient,))
+    return StoredResult(patient, bytes(found[0][0]), str(found[0][1])) if found else None
+
+
+def read_offset(rows: Rows, queries: Queries, topic: str, partition: int) -> int | None:
+    found = rows(queries.get_offset, (topic, partition))
+    return int(found[0][0]) if found else None
+
+
+class SqlTx:
+    """One open transaction; every statement runs through `rows` (see base.StoreTx for the contract)."""
+
+    def __init__(self, rows: Rows, queries: Queries) -> None:
+        self._rows = rows
+        self._q = queries
+        self._savepoints = 0
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._savepoints += 1
+        name = f"oligocds_{self._savepoints}"
+        self._rows(f"SAVEPOINT {name}", ())
+        try:
+            yield
+        except BaseException:
+            self._rows(f"ROLLBACK TO SAVEPOINT {name}", ())
+            self._rows(f"RELEASE SAVEPOINT {name}", ())
+            raise
+        else:
+            self._rows(f"RELEASE SAVEPOINT {name}", ())
+        finally:
+            self._savepoints -= 1
+
+    def lock_patient(self, patient: str) -> None:
+        if self._q.lock_patient is not None:
+            self._rows(self._q.lock_patient, (patient,))
+
+    def upsert(self, patient: str, resource: Mapping[str, Any]) -> Merge:
+        new = merge.incoming(patient, resource)
+        decision = merge.decide(new, self._stored(new.key))
+        if decision.write is not Write.NOTHING:
+            self._put(new, live=decision.write is Write.LIVE)
+        return decision.merge
+
+    def delete(self, resource_type: str, resource_id: str) -> str | None:
+        found = self._rows(self._q.delete_resource, (f"{resource_type}/{resource_id}",))
+        return str(found[0][0]) if found else None
+
+    def resources(self, patient: str) -> list[dict[str, Any]]:
+        return [orjson.loads(row[0]) for row in self._rows(self._q.patient_resources, (patient,))]
+
+    def result(self, patient: str) -> StoredResult | None:
+        return read_result(self._rows, self._q, patient)
+
+    def save_result(self, patient: str, body: bytes, digest: str) -> None:
+        self._rows(self._q.put_result, (patient, body, digest, datetime.now(UTC).isoformat()))
+
+    def offset(self, topic: str, partition: int) -> int | None:
+        return read_offset(self._rows, self._q, topic, partition)
+
+    def save_offset(self, topic: str, partition: int, next_offset: int) -> None:
+        self._rows(self._q.put_offset, (topic, partition, next_offset))
+
+    def _stored(self, key: str) -> merge.Stored | None:
+        found = self._rows(self._q.get_resource, (key,))
+        if not found:
+            return None
+        patient, last_updated, version_id, live, body = found[0]
+        stamp = merge.Stamp(merge.read_instant(last_updated), version_id)
+        return merge.Stored(str(patient), stamp, bytes(body), bool(live))
+
+    def _put(self, new: merge.Incoming, *, live: bool) -> None:
+        updated = merge.format_instant(new.stamp.last_updated)
+        params = (new.key, new.patient, new.resource_type, updated, new.stamp.version_id, int(live), new.body)
+        self._rows(self._q.put_resource, params)

@@ -1,0 +1,169 @@
+"""POST /ingest and GET /patients/{id}/evaluation over real HTTP, on a SQLite file store (contract.md §5)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from service.bootstrap import bootstrap
+from service.config import Settings
+from service.rules.engine import RulesEngine
+from service.store import open_store
+from tests.server import running_server
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "oligo-breast.json"
+FHIR = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+def client(settings: Settings, engine: RulesEngine, tmp_path: Path) -> Iterator[httpx.Client]:
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    container = bootstrap(settings, engine=engine, store=store)
+    try:
+        with running_server(settings, container) as url, httpx.Client(base_url=url, timeout=30) as c:
+            yield c
+    finally:
+        store.close()
+
+
+def _bundle() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(EXAMPLE.read_text())
+    return data
+
+
+def _patient(bundle: dict[str, Any]) -> str:
+    return next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+
+
+def _ingest(client: httpx.Client, bundle: dict[str, Any]) -> dict[str, Any]:
+    response = client.post("/ingest", content=json.dumps(bundle), headers=FHIR)
+    assert response.status_code == 200, response.text
+    [result] = response.json()["results"]
+    return dict(result)
+
+
+def _stored(client: httpx.Client, pid: str) -> httpx.Response:
+    return client.get(f"/patients/{pid}/evaluation")
+
+
+def _without_time(result: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in result.items() if k != "evaluatedAt"}
+
+
+def test_ingest_stores_the_same_result_evaluate_gives(client: httpx.Client) -> None:
+    bundle = _bundle()
+    pid = _patient(bundle)
+    assert _stored(client, pid).status_code == 404
+    ingested = _ingest(client, bundle)
+    [evaluated] = client.post("/evaluate", content=json.dumps(bundle), headers=FHIR).json()["results"]
+    assert _without_time(ingested) == _without_time(evaluated)
+    stored = _stored(client, pid)
+    assert stored.status_code == 200
+    assert _without_time(stored.json()) == _without_time(ingested)
+
+
+def test_resending_the_same_bundle_changes_nothing(client: httpx.Client) -> None:
+    bundle = _bundle()
+    pid = _patient(bundle)
+    _ingest(client, bundle)
+    first = _stored(client, pid).content
+    again = _ingest(client, bundle)
+    assert _stored(client, pid).content == first, "an unchanged result is not saved (nor published) again"
+    assert _without_time(again) == _without_time(json.loads(first))
+
+
+def test_bundles_in_parts_add_up_to_the_whole(client: httpx.Client) -> None:
+    bundle = _bundle()
+    pid = _patient(bundle)
+    entries = bundle["entry"]
+    for part in (entries[::2], entries[1::2]):
+        _ingest(client, {**bundle, "entry": part})
+    [whole] = client.post("/evaluate", content=json.dumps(bundle), headers=FHIR).json()["results"]
+    assert _without_time(_stored(client, pid).json()) == _without_time(whole)
+
+
+def _metastases(result: dict[str, Any]) -> Any:
+    return result["assessment"]
+
+
+def _metastasis_entry(bundle: dict[str, Any]) -> dict[str, Any]:
+    for entry in bundle["entry"]:
+        r = entry["resource"]
+        if r["resourceType"] == "Condition" and "met" in r["id"]:
+            return entry
+    raise AssertionError("the example has a metastasis Condition")
+
+
+def test_delete_entry_and_entered_in_error_remove_a_resource(client: httpx.Client) -> None:
+    bundle = _bundle()
+    pid = _patient(bundle)
+    base = _ingest(client, bundle)
+    extra = copy.deepcopy(_metastasis_entry(bundle))
+    extra["resource"]["id"] = "extra-met"
+    grown = _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [extra]})
+    assert grown["assessment"] != base["assessment"], "one more metastasis changes the assessment"
+    delete = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": "Condition/extra-met"}}],
+    }
+    response = client.post("/ingest", content=json.dumps(delete), headers=FHIR)
+    assert response.status_code == 200, response.text
+    assert _without_time(_stored(client, pid).json())["assessment"] == base["assessment"]
+    # The same Condition again, then withdrawn as entered-in-error.
+    _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [extra]})
+    withdrawn = copy.deepcopy(extra)
+    withdrawn["resource"]["verificationStatus"] = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]
+    }
+    _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [withdrawn]})
+    assert _stored(client, pid).json()["assessment"] == base["assessment"]
+
+
+def test_an_older_version_is_ignored(client: httpx.Client) -> None:
+    bundle = _bundle()
+    pid = _patient(bundle)
+    entry = _metastasis_entry(bundle)
+    entry["resource"]["meta"] = {"versionId": "3", "lastUpdated": "2026-03-01T00:00:00Z"}
+    _ingest(client, bundle)
+    before = _stored(client, pid).content
+    old = copy.deepcopy(entry)
+    old["resource"]["meta"] = {"versionId": "2", "lastUpdated": "2026-02-01T00:00:00Z"}
+    old["resource"]["verificationStatus"] = {
+        "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-ver-status", "code": "entered-in-error"}]
+    }
+    _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [old]})
+    assert _stored(client, pid).content == before
+
+
+def test_ingest_reports_skipped_resources_and_uses_the_rest(client: httpx.Client) -> None:
+    bundle = _bundle()
+    bundle["entry"].append({"resource": {"resourceType": "Observation", "id": "broken", "status": "nonsense"}})
+    result = _ingest(client, bundle)
+    assert any(i["code"] == "invalid-value" and "Bundle.entry[" in i["detail"] for i in result["issues"])
+
+
+@pytest.mark.parametrize(
+    ("body", "media", "status"),
+    [
+        (b"{oops", "application/fhir+json", 400),
+        (b'{"resourceType": "Patient"}', "application/json", 422),
+        (b"{}", "text/plain", 415),
+    ],
+)
+def test_bad_input_gets_an_operation_outcome(client: httpx.Client, body: bytes, media: str, status: int) -> None:
+    response = client.post("/ingest", content=body, headers={"Content-Type": media})
+    assert response.status_code == status
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_unknown_patient_is_a_404_operation_outcome(client: httpx.Client) -> None:
+    response = _stored(client, "nobody")
+    assert response.status_code == 404
+    assert response.json()["issue"][0]["code"] == "not-found"
