@@ -226,7 +226,7 @@ async def wait_for_broker(bootstrap: str, timeout: float = 60.0) -> None:
     raise RuntimeError(f"the Kafka broker at {bootstrap} does not serve metadata after {timeout:.0f}s: {last!r}")
 
 
-def _script_kafka() -> tuple[KafkaBroker, Callable[[], None]]:
+def script_kafka() -> tuple[KafkaBroker, Callable[[], None]]:
     data_dir = tempfile.mkdtemp(prefix="oligocds-kafka-")
     port = free_port(consecutive=2)  # the controller listens on port + 1
 
@@ -287,7 +287,7 @@ def kafka_broker() -> Iterator[KafkaBroker]:
             why_fixed=f"it is external ({ENV_KAFKA}); unset it to let the tests run their own broker",
         )
         return
-    broker, cleanup = _container_kafka() if docker_available() else _script_kafka()
+    broker, cleanup = _container_kafka() if docker_available() else script_kafka()
     atexit.register(cleanup)  # pytest killed between setup and teardown: still no stray JVM
     try:
         yield broker

@@ -120,9 +120,17 @@ class StreamRuntime:
                 enable_idempotence=True,
                 **self.options.client,
             )
-            await producer.start()
+            await _started(producer)
             self._producer = producer
         return self._producer
+
+
+async def _started(producer: AIOKafkaProducer) -> None:
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()  # an unstopped client leaks its connections
+        raise
 
 
 def _today() -> date:

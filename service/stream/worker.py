@@ -87,9 +87,9 @@ class Worker:
             **self.options.client,
         )
         self._consumer = consumer
-        consumer.subscribe([self.options.input_topic], listener=_Rebalance(self))
-        await consumer.start()
         try:
+            consumer.subscribe([self.options.input_topic], listener=_Rebalance(self))
+            await consumer.start()
             self.connected = True
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=self.options.max_records)
@@ -100,7 +100,7 @@ class Worker:
             self.connected = False
             async with self._lock:
                 await self._close_producers(list(self._producers))
-            await consumer.stop()
+            await consumer.stop()  # also after a failed start: an unstopped consumer leaks its client
             self._consumer = None
 
     async def _handle(self, consumer: AIOKafkaConsumer, tp: TopicPartition, records: Sequence[ConsumerRecord]) -> None:
@@ -156,7 +156,11 @@ class Worker:
                 linger_ms=5,
                 **self.options.client,
             )
-            await producer.start()  # InitProducerId: fences a predecessor with the same id, aborts its open txn
+            try:
+                await producer.start()  # InitProducerId: fences a predecessor with the same id, aborts its open txn
+            except BaseException:
+                await producer.stop()
+                raise
             self._producers[tp] = producer
         return producer
 

@@ -257,3 +257,34 @@ async def _wait_metric(worker: WorkerProcess, name: str, expected: float, timeou
             return value
         await asyncio.sleep(0.1)
     return value
+
+
+def test_a_second_worker_joining_mid_run_shares_the_partitions_without_loss_or_repeats(
+    kafka_broker: Any, topics: dict[str, str], fresh_pg_dsn: str, container: Container, tmp_path: Path
+) -> None:
+    """Two replicas on one PostgreSQL store: the rebalance moves partitions (and their transactional ids)."""
+    people, messages = _workload(60, 10, seed=6)
+    third = len(messages) // 3
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    env = worker_env(kafka_broker.bootstrap, topics, group, fresh_pg_dsn)
+    env["OLIGOCDS_KAFKA_MAX_RECORDS"] = "20"
+    first = start_worker(env, tmp_path / "first.log")
+    second: WorkerProcess | None = None
+    try:
+        asyncio.run(produce(kafka_broker.bootstrap, topics["input"], messages[:third]))
+        second = start_worker(env, tmp_path / "second.log")
+        asyncio.run(produce(kafka_broker.bootstrap, topics["input"], messages[third:]))
+        asyncio.run(wait_group_done(kafka_broker.bootstrap, group, topics["input"]))
+        consumed = [_metric(w, "oligocds_kafka_consumed_total") for w in (first, second)]
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert all(n > 0 for n in consumed), f"both workers consumed: {consumed}"
+    records = asyncio.run(read_all(kafka_broker.bootstrap, topics["output"]))
+    _assert_final_results_match_batch(records, people, container)
+    _assert_no_repeated_results(records)
+
+
+def _metric(worker: WorkerProcess, name: str) -> float:
+    return next(float(x.split()[1]) for x in worker.metrics().splitlines() if x.startswith(name + " "))
