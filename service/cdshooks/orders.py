@@ -1,5 +1,5 @@
 """Draft orders of order-select / order-sign (cds-hooks.md §4, §6): which go into the evaluation, which card
-concerns which order, and the "Remove draft order" suggestion."""
+concerns which order, and the "Remove draft order" and "Reduce the dose" suggestions."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service.domain.dosing import zoledronic_acid_dose_mg
 from service.fhir.medications import medication_uses
 from service.fhir.parse import BundleError, read_bundle
 
@@ -35,12 +36,16 @@ REMOVE_CODES = frozenset(
 )
 
 
+MG = frozenset({"mg", "milligram", "milligrams"})
+
+
 @dataclass(frozen=True, slots=True)
 class DraftOrder:
     reference: str  # "MedicationRequest/<id>"
     display: str
     classes: frozenset[str]
     ingredient: str | None
+    resource: Resource  # the draft as evaluated (status draft, subject set)
 
 
 def draft_requests(draft_orders: Mapping[str, Any], selections: Sequence[str] | None, patient: str) -> list[Resource]:
@@ -79,7 +84,7 @@ def _valid(request: Resource) -> bool:
 
 def _order(request: Resource) -> DraftOrder:
     (use,) = medication_uses([request])
-    return DraftOrder(use.resource, _display(request), use.classes, use.ingredient)
+    return DraftOrder(use.resource, _display(request), use.classes, use.ingredient, request)
 
 
 def _display(request: Resource) -> str:
@@ -110,12 +115,63 @@ def for_orders(card: Mapping[str, Any], orders: Sequence[DraftOrder]) -> dict[st
     named = ", ".join(f"{o.display} (`{o.reference}`)" for o in orders)
     out["detail"] = f"{out.get('detail', '')}\n\n**Draft order{'s' if len(orders) > 1 else ''}:** {named}".lstrip()
     out.setdefault("extension", {})["org.oligocds.draftOrders"] = [o.reference for o in orders]
-    if out["extension"]["org.oligocds.explanation"]["code"] in REMOVE_CODES:
-        alone = len(orders) == 1 and not any(s.get("isRecommended") for s in out.get("suggestions", []))
-        removals = [_remove(out["uuid"], o, recommended=alone) for o in orders]  # cds-resp-1
-        out["suggestions"] = [*out.get("suggestions", []), *removals]
+    why = out["extension"]["org.oligocds.explanation"]
+    alone = len(orders) == 1 and not any(s.get("isRecommended") for s in out.get("suggestions", []))  # cds-resp-1
+    if why["code"] in REMOVE_CODES:
+        added = [_remove(out["uuid"], o, recommended=alone) for o in orders]
+    elif why["code"] == "zoledronic-acid-dose-reduction":
+        added = [s for o in orders if (s := _reduce(out["uuid"], o, _labelled_dose(why), alone)) is not None]
+    else:
+        added = []
+    if added:
+        out["suggestions"] = [*out.get("suggestions", []), *added]
         out["selectionBehavior"] = "at-most-one"
     return out
+
+
+def _labelled_dose(why: Mapping[str, Any]) -> float | None:
+    crcl = why.get("inputs", {}).get("crcl", {}).get("value")
+    return zoledronic_acid_dose_mg(crcl) if isinstance(crcl, int | float) else None
+
+
+def _reduce(card_uuid: str, order: DraftOrder, dose: float | None, recommended: bool) -> dict[str, Any] | None:
+    """ "Reduce dose": an `update` with the whole draft, every dose stated in mg set to the labelled dose
+    (cds-hooks.md §6, R132). None when the draft states no dose in mg or the dose is already at or below it."""
+    if dose is None:
+        return None
+    updated = copy.deepcopy(order.resource)
+    quantities = [q for q in _dose_quantities(updated) if _in_mg(q)]
+    if not quantities or all(isinstance(q.get("value"), int | float) and q["value"] <= dose for q in quantities):
+        return None
+    for quantity in quantities:
+        quantity["value"] = dose
+    return {
+        "label": f"Reduce the dose to {dose:.1f} mg",
+        "uuid": str(uuid.uuid5(uuid.UUID(card_uuid), f"reduce#{order.reference}#{dose}")),
+        "isRecommended": recommended,
+        "actions": [
+            {
+                "type": "update",
+                "description": f"Set the dose of the draft order {order.display} ({order.reference}) to {dose:.1f} mg",
+                "resource": updated,
+            }
+        ],
+    }
+
+
+def _dose_quantities(request: Resource) -> list[dict[str, Any]]:
+    found = []
+    for instruction in request.get("dosageInstruction") or []:
+        for rate in (instruction.get("doseAndRate") or []) if isinstance(instruction, dict) else []:
+            quantity = rate.get("doseQuantity") if isinstance(rate, dict) else None
+            if isinstance(quantity, dict):
+                found.append(quantity)
+    return found
+
+
+def _in_mg(quantity: Mapping[str, Any]) -> bool:
+    unit = quantity.get("code") if quantity.get("system") == "http://unitsofmeasure.org" else quantity.get("unit")
+    return isinstance(unit, str) and unit.strip().lower() in MG
 
 
 def _remove(card_uuid: str, order: DraftOrder, recommended: bool) -> dict[str, Any]:

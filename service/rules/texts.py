@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from service.domain.dosing import zoledronic_acid_dose_mg
+
 Values = Mapping[str, Any]
 
 
@@ -57,10 +59,8 @@ def _bma_choice(v: Values) -> str:
 
 def _za_dose(v: Values) -> str:
     crcl = v.get("crcl")
-    if not isinstance(crcl, int | float):
-        return "unknown"
-    # Zometa label renal dose table; bands are 50–60, 40–49, 30–39 (a CrCl of 49.9 falls in 40–49).
-    return "4.0" if crcl > 60 else "3.5" if crcl >= 50 else "3.3" if crcl >= 40 else "3.0"
+    dose = zoledronic_acid_dose_mg(crcl) if isinstance(crcl, int | float) else None
+    return "unknown" if dose is None else f"{dose:.1f}"
 
 
 def _dental_triggers(v: Values) -> str:

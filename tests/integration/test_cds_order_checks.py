@@ -216,3 +216,46 @@ def test_zoledronic_acid_after_a_creatinine_rise_is_withheld(client: httpx.Clien
 def test_zoledronic_acid_with_a_stable_creatinine_is_not_withheld(client: httpx.Client, hook: str) -> None:
     got = order_cards(client, hook, omd_prefetch(creatinine_history(1.1)), ZA)
     assert "withhold-zoledronic-acid" not in {code_of(c) for c in got}
+
+
+# --- (d) zoledronic acid at a reduced CrCl (BMA-02): "Reduce the dose" as an `update` --------------------------
+
+
+def za_with_dose(mg: float | None) -> Resource:
+    order = copy.deepcopy(ZA)
+    if mg is not None:
+        quantity = {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}
+        order["dosageInstruction"] = [{"text": "IV over 15 min", "doseAndRate": [{"doseQuantity": quantity}]}]
+    return order
+
+
+@HOOKS
+@pytest.mark.parametrize(("clearance", "labelled"), [(55, 3.5), (45, 3.3), (35, 3.0)])
+def test_zoledronic_acid_at_reduced_crcl_suggests_the_labelled_dose(
+    client: httpx.Client, hook: str, clearance: float, labelled: float
+) -> None:
+    order = za_with_dose(4.0)
+    got = order_cards(client, hook, omd_prefetch([crcl(clearance)]), order)
+    card = only(got, "zoledronic-acid-dose-reduction")
+    (suggestion,) = [s for s in card["suggestions"] if s["actions"][0]["type"] == "update"]
+    assert card["selectionBehavior"] == "at-most-one"
+    assert suggestion["label"] == f"Reduce the dose to {labelled:.1f} mg"
+    (action,) = suggestion["actions"]
+    updated = action["resource"]
+    assert action["description"] and "MedicationRequest/za-draft" in action["description"]
+    # R132: the whole resource, only the dose changed.
+    expected = za_with_dose(labelled)
+    assert {k: v for k, v in updated.items() if k not in ("status", "subject")} == {
+        k: v for k, v in expected.items() if k not in ("status", "subject")
+    }
+    assert updated["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == labelled
+
+
+@HOOKS
+def test_no_update_without_a_dose_in_mg_or_at_normal_crcl(client: httpx.Client, hook: str) -> None:
+    undosed = only(
+        order_cards(client, hook, omd_prefetch([crcl(45)]), za_with_dose(None)), "zoledronic-acid-dose-reduction"
+    )
+    assert not [s for s in undosed.get("suggestions", []) if s["actions"][0]["type"] == "update"]
+    normal = order_cards(client, hook, omd_prefetch([crcl(75)]), za_with_dose(4.0))
+    assert "zoledronic-acid-dose-reduction" not in {code_of(c) for c in normal}

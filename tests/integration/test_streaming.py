@@ -96,6 +96,9 @@ def test_thousand_bundles_for_a_hundred_patients(
     assert all(r.headers.get("content-type") == b"application/json" for r in records)
     assert "oligocds_kafka_consumed_total 1000.0" in metrics
     assert f"oligocds_kafka_published_total {float(len(records))}" in metrics
+    assert "oligocds_kafka_dead_lettered_total 0.0" in metrics
+    lags = [line for line in metrics.splitlines() if line.startswith("oligocds_kafka_lag{")]
+    assert len(lags) == PARTITIONS and all(line.endswith(" 0.0") for line in lags), lags
     assert asyncio.run(read_all(kafka_broker.bootstrap, topics["dlq"])) == []
 
 
@@ -130,6 +133,7 @@ def test_poison_messages_go_to_the_dead_letter_topic_unchanged(
     try:
         asyncio.run(produce(kafka_broker.bootstrap, topics["input"], messages))
         asyncio.run(wait_group_done(kafka_broker.bootstrap, group, topics["input"]))
+        assert _metric(worker, "oligocds_kafka_dead_lettered_total") == len(POISON)
     finally:
         worker.stop()
     dead = asyncio.run(read_all(kafka_broker.bootstrap, topics["dlq"]))
