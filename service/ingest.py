@@ -28,6 +28,10 @@ _DELETE_URL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 _VOLATILE = ("evaluatedAt", "asOf")  # time stamps: a result that differs only in these has not changed
 
 
+class PublishError(Exception):
+    """The results could not be published (the broker is unreachable): nothing was committed; retry later."""
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     """One message's usable content: resources grouped by patient, DELETE entries, and what was skipped."""

@@ -4,7 +4,8 @@ One conditional update per changed result: `PUT {base}/CarePlan?identifier=<syst
 draft CarePlan carrying that identifier, so each patient has exactly one OligoCDS proposal on the server, replaced
 in place when the proposal changes. The CarePlan's own content-derived `id` is left out (the server keeps the id
 of the resource it found). Transport errors, 429 and 5xx are retried with exponential backoff; other 4xx are not.
-A failure is logged (status and patient-free reason only) and counted; it never blocks or undoes the stream.
+Writes run in the background after the commit; a failure is logged (a patient-free reason only) and counted, and
+never blocks or undoes the stream or the HTTP response.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ class CarePlanWriter:
         self._attempts = attempts
         self._backoff = backoff_s
         self._client = httpx.AsyncClient(timeout=timeout_s, headers={"accept": FHIR_JSON})
+        self._pending: set[asyncio.Task[None]] = set()
 
     def resource(self, change: Change) -> dict[str, Any]:
         """The CarePlan as written: the result's plan, its id dropped, the patient's stable identifier added."""
@@ -48,7 +50,12 @@ class CarePlanWriter:
         return plan
 
     async def write(self, changes: Sequence[Change]) -> None:
-        await asyncio.gather(*(self._write_one(c) for c in changes))
+        """Start the writes in the background and return at once: a slow FHIR server never holds up an HTTP
+        response or the Kafka worker. `close()` waits for writes still running."""
+        for change in changes:
+            task = asyncio.create_task(self._write_one(change))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
 
     async def _write_one(self, change: Change) -> None:
         url = f"{self.base}/CarePlan?identifier={quote(self.system, safe='')}|{quote(change.patient, safe='')}"
@@ -75,5 +82,9 @@ class CarePlanWriter:
             return f"HTTP {response.status_code}"
         return "rejected"
 
-    async def close(self) -> None:
+    async def close(self, timeout_s: float = 10.0) -> None:
+        if self._pending:
+            await asyncio.wait(list(self._pending), timeout=timeout_s)
+        for task in list(self._pending):
+            task.cancel()
         await self._client.aclose()

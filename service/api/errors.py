@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException
 
 from service.api.json import fhir_json
 from service.fhir.parse import BundleError
+from service.ingest import PublishError
 from service.store.base import StoreError
 
 
@@ -47,6 +48,10 @@ def install(app: FastAPI) -> None:
     async def _store_error(_: Request, exc: StoreError) -> Response:
         # The state store is down or refused: nothing was committed; the client may retry.
         return outcome_response(503, "transient", f"patient state store unavailable ({type(exc).__name__})")
+
+    @app.exception_handler(PublishError)
+    async def _publish_error(_: Request, exc: PublishError) -> Response:
+        return outcome_response(503, "transient", "the Kafka output topic is unavailable; nothing was stored, retry")
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> Response:

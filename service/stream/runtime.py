@@ -9,9 +9,10 @@ from datetime import UTC, date, datetime
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 
 from service.config import Settings
-from service.ingest import Change, Ingestor, patient_id
+from service.ingest import Change, Ingestor, PublishError, patient_id
 from service.store.base import Store
 from service.stream.batch import BatchProcessor
 from service.stream.metrics import StreamMetrics
@@ -85,14 +86,17 @@ class StreamRuntime:
         """Send results to the output topic and wait for the broker's acknowledgement (idempotent producer)."""
         if not changes:
             return
-        producer = await self._ingest_producer()
-        futures = [
-            await producer.send(
-                self.options.output_topic, c.body, key=patient_id(c.patient).encode(), headers=JSON_HEADER
-            )
-            for c in changes
-        ]
-        await asyncio.gather(*futures)
+        try:
+            producer = await self._ingest_producer()
+            futures = [
+                await producer.send(
+                    self.options.output_topic, c.body, key=patient_id(c.patient).encode(), headers=JSON_HEADER
+                )
+                for c in changes
+            ]
+            await asyncio.wait_for(asyncio.gather(*futures), timeout=30)
+        except (KafkaError, TimeoutError) as exc:
+            raise PublishError(type(exc).__name__) from exc
 
     async def ping(self, timeout: float = 2.0, cache_s: float = 5.0) -> bool:
         """The broker answers a metadata request (the answer is reused for `cache_s` seconds)."""

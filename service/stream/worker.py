@@ -177,7 +177,9 @@ class Worker:
         for tp in partitions:
             committed = await self._consumer.committed(tp)
             stored = await loop.run_in_executor(self._db, self.processor.store.offset, tp.topic, tp.partition)
-            if committed is not None and stored is not None and stored < committed:
+            # A store that never saw this partition (new or lost database) is rebuilt from the start of the topic.
+            stored = 0 if stored is None else stored
+            if committed is not None and stored < committed:
                 log.warning(
                     "store behind kafka on %s-%d (%d < %d): replaying", tp.topic, tp.partition, stored, committed
                 )

@@ -56,16 +56,22 @@ def test_ingest_publishes_only_changed_results_to_the_output_topic(
     assert records[0].headers["content-type"] == b"application/json"
 
 
-def test_readyz_is_503_while_the_broker_is_unreachable(settings: Settings, engine: RulesEngine, tmp_path: Path) -> None:
+def test_without_a_broker_readyz_is_503_and_ingest_stores_nothing(
+    settings: Settings, engine: RulesEngine, tmp_path: Path
+) -> None:
     nowhere = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
     store, container = _serve(nowhere, engine, tmp_path / "state.db")
     try:
-        with running_server(nowhere, container) as url:
-            response = httpx.get(f"{url}/readyz", timeout=30)
+        with running_server(nowhere, container) as url, httpx.Client(base_url=url, timeout=60) as client:
+            ready = client.get("/readyz")
+            ingest = client.post("/ingest", content=EXAMPLE.read_bytes(), headers=FHIR)
+            stored = client.get("/patients/example-1/evaluation")
     finally:
         store.close()
-    assert response.status_code == 503
-    assert response.json()["problems"] == ["kafka: broker not reachable"]
+    assert ready.status_code == 503
+    assert ready.json()["problems"] == ["kafka: broker not reachable"]
+    assert ingest.status_code == 503 and ingest.json()["issue"][0]["code"] == "transient"
+    assert stored.status_code == 404, "a result that could not be published is not stored either"
 
 
 @pytest.fixture
@@ -107,14 +113,14 @@ def test_careplan_is_written_back_once_per_patient_and_replaced_when_it_changes(
             changed = client.post("/ingest", content=json.dumps({**bundle, "entry": [ecog]}), headers=FHIR)
             changed.raise_for_status()
             _wait(lambda: _careplans(fhir_server)[0]["meta"]["versionId"] != first["meta"]["versionId"])
-            metrics = client.get("/metrics").text
+            ok = 'oligocds_fhir_writeback_total{result="ok"} 2.0'
+            _wait(lambda: ok in client.get("/metrics").text)
     finally:
         store.close()
     [plan] = _careplans(fhir_server)
     assert plan["id"] == first["id"], "a conditional update replaces the patient's proposal in place"
     assert plan["identifier"] == [{"system": "http://oligocds.org/fhir/careplan-subject", "value": "Patient/example-1"}]
     assert plan["status"] == "draft" and plan["intent"] == "proposal"
-    assert 'oligocds_fhir_writeback_total{result="ok"} 2.0' in metrics
     puts = [r for r in fhir_server.requests() if r["method"] == "PUT"]
     assert len(puts) == 2 and all("CarePlan?identifier=" in r["url"] for r in puts)
 
@@ -132,11 +138,11 @@ def test_writeback_to_a_failing_server_is_retried_then_counted_not_fatal(
     try:
         with running_server(configured, container) as url, httpx.Client(base_url=url, timeout=30) as client:
             assert client.post("/ingest", content=EXAMPLE.read_bytes(), headers=FHIR).status_code == 200
-            metrics = client.get("/metrics").text
             assert client.get("/patients/example-1/evaluation").status_code == 200, "the store kept the result"
+            failed = 'oligocds_fhir_writeback_total{result="failed"} 1.0'
+            _wait(lambda: failed in client.get("/metrics").text, timeout=30)
         attempts = [r for r in failing.requests() if r["method"] == "PUT"]
     finally:
         store.close()
         failing.stop()
     assert len(attempts) == 4, "4 attempts with backoff"
-    assert 'oligocds_fhir_writeback_total{result="failed"} 1.0' in metrics

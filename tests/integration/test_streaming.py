@@ -209,12 +209,14 @@ def test_broker_restart_mid_run_loses_nothing(
     _assert_no_repeated_results(records)
 
 
+@pytest.mark.parametrize("loss", ["older-copy", "lost-database"])
 def test_store_behind_kafka_is_replayed_without_publishing_again(
-    kafka_broker: Any, topics: dict[str, str], container: Container, tmp_path: Path
+    kafka_broker: Any, topics: dict[str, str], container: Container, tmp_path: Path, loss: str
 ) -> None:
     """The state a crash between the Kafka commit and the store commit leaves (docs/streaming.md): the store
     misses batches whose results are already in the output topic. Made here by restoring an older copy of the
-    SQLite file; the restarted worker must catch the store up and publish nothing twice."""
+    SQLite file, or by losing it altogether; the restarted worker must catch the store up from the input topic
+    and publish nothing twice."""
     people, messages = _workload(20, 10, seed=5)
     half = len(messages) // 2
     group = f"g-{uuid.uuid4().hex[:8]}"
@@ -230,16 +232,18 @@ def test_store_behind_kafka_is_replayed_without_publishing_again(
     asyncio.run(wait_group_done(kafka_broker.bootstrap, group, topics["input"]))
     worker.stop()
     published = asyncio.run(read_all(kafka_broker.bootstrap, topics["output"]))
-    for leftover in tmp_path.glob("state.db-*"):  # the WAL of the newer state goes with it
+    for leftover in tmp_path.glob("state.db*"):  # the database and its WAL
         leftover.unlink()
-    db.write_bytes(snapshot)
+    if loss == "older-copy":
+        db.write_bytes(snapshot)
+    missing = len(messages) - half if loss == "older-copy" else len(messages)
 
     worker = start_worker(env, tmp_path / "worker.log")
     try:
-        replayed = asyncio.run(_wait_metric(worker, "oligocds_kafka_replayed_total", len(messages) - half))
+        replayed = asyncio.run(_wait_metric(worker, "oligocds_kafka_replayed_total", missing))
     finally:
         worker.stop()
-    assert replayed == len(messages) - half
+    assert replayed == missing
     assert asyncio.run(read_all(kafka_broker.bootstrap, topics["output"])) == published, "nothing published again"
     store = open_store(f"sqlite:///{db}")
     try:
