@@ -10,7 +10,7 @@ scenarios, each split into 10 versioned bundles, shuffled across patients; tests
      produced until the lag is zero.
 Reported: bundles/s for both and their ratio. Target: ≥ 300 bundles/s end to end with one worker.
 
-    .venv/bin/python bench/stream.py [--bundles 10000] [--max-records 1000]   # also writes .bench/stream.json
+    .venv/bin/python bench/stream.py [--bundles 10000] [--max-records 2000]   # also writes .bench/stream.json
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ async def end_to_end(
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--bundles", type=int, default=10_000)
-    parser.add_argument("--max-records", type=int, default=1000)
+    parser.add_argument("--max-records", type=int, default=2000)
     args = parser.parse_args(argv)
     messages = workload(args.bundles)
     print(f"{len(messages)} bundles, {len(messages) // PER_PATIENT} patients, {PARTITIONS} input partitions")

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     kafka_output_topic: str = "oligocds.results"
     kafka_dlq_topic: str = "fhir.bundles.dlq"
     kafka_group_id: str = "oligocds"  # consumer group; also the prefix of the transactional ids
-    kafka_max_records: int = Field(1000, ge=1)  # per fetch; results are coalesced per patient within a batch
+    kafka_max_records: int = Field(2000, ge=1)  # per fetch; results are coalesced per patient within a batch
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None

@@ -37,7 +37,7 @@ class KafkaOptions:
     output_topic: str
     dlq_topic: str
     group_id: str = "oligocds"
-    max_records: int = 1000  # per fetch; results are coalesced per patient within one batch
+    max_records: int = 2000  # per fetch; results are coalesced per patient within one batch
     client: dict[str, object] = field(default_factory=dict)  # security settings passed to every client
 
 
