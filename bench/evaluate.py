@@ -46,7 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/evaluate.py` puts bench/, not the project, on the path
 
 from bench.bundles import AS_OF, BUNDLE_SIZE, bundles  # noqa: E402
-from tests.server import free_port  # noqa: E402
+from tests.server import free_port, wait_until_ok  # noqa: E402
 
 OUTPUT = ROOT / ".bench" / "evaluate.json"
 SERVER_LOG = ROOT / ".bench" / "server.log"
@@ -260,17 +260,11 @@ def process_cpu_s(pid: int) -> float | None:
 
 def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path = SERVER_LOG, timeout_s: float = 30) -> None:
     """Poll /readyz until the server answers 200; fail (naming its log) if it exits or never gets ready."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"the server exited with {proc.returncode}; see {log}")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"the server did not become ready; see {log}")
+
+    def exited() -> str | None:
+        return None if proc.poll() is None else f"the server exited with {proc.returncode}; see {log}"
+
+    wait_until_ok(f"{url}/readyz", exited, timeout_s)
 
 
 @contextmanager

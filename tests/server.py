@@ -5,10 +5,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import uvicorn
 
 from service.api.app import create_app
@@ -53,3 +54,20 @@ def running_server(settings: Settings, container: Container | None = None, port:
         _APPS.pop(url, None)
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def wait_until_ok(url: str, exited: Callable[[], str | None], timeout_s: float = 60, every_s: float = 0.1) -> None:
+    """Poll `url` until it answers 200. `exited()` names why the process behind it is gone (None while it runs):
+    then, or after `timeout_s`, raise RuntimeError."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        why = exited()
+        if why is not None:
+            raise RuntimeError(why)
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(every_s)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout_s:.0f} s")

@@ -22,7 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
-from tests.server import free_port
+from tests.server import free_port, wait_until_ok
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -211,16 +211,11 @@ class WorkerProcess:
         return self
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc is not None and self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if httpx.get(f"http://127.0.0.1:{self.port}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"worker not ready in {timeout} s: {self.log.read_text()[-3000:]}")
+        def exited() -> str | None:
+            assert self.proc is not None
+            return None if self.proc.poll() is None else f"the worker exited: {self.log.read_text()[-3000:]}"
+
+        wait_until_ok(f"http://127.0.0.1:{self.port}/readyz", exited, timeout, every_s=0.2)
 
     def metrics(self) -> str:
         return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text

@@ -27,7 +27,7 @@ from service.cdshooks.fetch import KeyFailed, next_link
 from service.config import Settings
 from tests.conformance.test_cds_hooks_payloads import assert_valid_response
 from tests.integration.test_cds_hooks import EXAMPLE, KEYS, PV, code_of, hook_request, omd_prefetch, outcome
-from tests.server import free_port, running_server
+from tests.server import free_port, running_server, wait_until_ok
 
 FHIRSERVER = Path(__file__).resolve().parents[1] / "fhirserver"
 PATIENT = "example-1"
@@ -53,18 +53,13 @@ class FhirServer:
         return f"{self.root}/fhir/R4"
 
     def wait_ready(self, timeout_s: float = 60) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.stderr.seek(0)
-                raise RuntimeError(f"the FHIR test server exited: {self.stderr.read().decode(errors='replace')}")
-            try:
-                if httpx.get(f"{self.root}/$health", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("the FHIR test server did not answer in time")
+        def exited() -> str | None:
+            if self.process.poll() is None:
+                return None
+            self.stderr.seek(0)
+            return f"the FHIR test server exited: {self.stderr.read().decode(errors='replace')}"
+
+        wait_until_ok(f"{self.root}/$health", exited, timeout_s, every_s=0.05)
 
     def load(self, bundle: dict[str, Any]) -> None:
         response = httpx.post(f"{self.root}/$load", json=bundle, timeout=30)
