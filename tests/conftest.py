@@ -62,7 +62,7 @@ def pytest_configure(config: pytest.Config) -> None:
     logging.getLogger("oligocds").addHandler(_LOGS)
 
 
-def _phi_markers() -> set[str]:
+def phi_markers() -> set[str]:
     """Names and birth dates of every test patient in the fixtures and examples."""
     markers: set[str] = set()
     for path in [*FIXTURES.glob("*/bundle.json"), *(ROOT / "examples").glob("*.json")]:
@@ -78,7 +78,7 @@ def _phi_markers() -> set[str]:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    markers = _phi_markers()
+    markers = phi_markers()
     leaks = sorted({m for line in _LOGS.lines for m in markers if m in line})
     if leaks:
         print(f"\nPHI found in log lines of this run: {leaks}")

@@ -22,6 +22,7 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
+from tests.conftest import phi_markers
 from tests.server import free_port, wait_until_ok
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,6 +240,10 @@ class WorkerProcess:
         log = self.log.read_text()
         assert code in (0, -signal.SIGTERM), f"worker exit status {code}: {log[-3000:]}"
         assert "Traceback" not in log, log[-3000:]
+        for line in log.splitlines():
+            assert json.loads(line)["level"], f"not a JSON log line: {line}"
+        leaks = sorted(m for m in phi_markers() if m in log)
+        assert not leaks, f"patient data in the worker's log: {leaks}"
 
 
 def worker_env(bootstrap: str, topics: dict[str, str], group: str, store_url: str) -> dict[str, str]:
@@ -252,7 +257,7 @@ def worker_env(bootstrap: str, topics: dict[str, str], group: str, store_url: st
         OLIGOCDS_KAFKA_GROUP_ID=group,
         OLIGOCDS_STORE_URL=store_url,
         OLIGOCDS_RULES_RELOAD_SECONDS="0",
-        OLIGOCDS_LOG_LEVEL="WARNING",
+        OLIGOCDS_LOG_LEVEL="INFO",  # everything it logs is scanned for the test patients' names and birth dates
     )
     return env
 

@@ -31,7 +31,11 @@ class JsonFormatter(logging.Formatter):
 def configure(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
-    root = logging.getLogger("oligocds")
+    ours = logging.getLogger("oligocds")
+    ours.handlers[:] = [handler]
+    ours.setLevel(level)
+    ours.propagate = False
+    # Libraries (aiokafka, psycopg, uvicorn's errors) log through the root logger: JSON too, warnings and up.
+    root = logging.getLogger()
     root.handlers[:] = [handler]
-    root.setLevel(level)
-    root.propagate = False
+    root.setLevel(logging.WARNING)

@@ -76,6 +76,7 @@ class Worker:
                 await _sleep_unless(stop, backoff)
                 backoff = min(backoff * 2, 10.0)
         self._db.shutdown(wait=True)
+        log.info("kafka worker stopped")
 
     async def _session(self, stop: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -91,6 +92,7 @@ class Worker:
             consumer.subscribe([self.options.input_topic], listener=_Rebalance(self))
             await consumer.start()
             self.connected = True
+            log.info("kafka worker consuming %s as group %s", self.options.input_topic, self.options.group_id)
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=500, max_records=self.options.max_records)
                 for tp, records in batches.items():
@@ -139,6 +141,8 @@ class Worker:
             await loop.run_in_executor(self._db, pending.rollback)
             raise
         await loop.run_in_executor(self._db, pending.commit)
+        for letter in pending.dead:  # the reason's code and where; never the content or the detail (PHI)
+            log.info("dead-lettered %s-%d@%d: %s", tp.topic, tp.partition, letter.message.offset, letter.code)
         self.metrics.published.inc(len(pending.changes))
         self.metrics.dead_lettered.inc(len(pending.dead))
         self.metrics.invalid_resources.inc(pending.invalid_resources)
@@ -173,6 +177,7 @@ class Worker:
     async def on_assigned(self, partitions: Sequence[TopicPartition]) -> None:
         """Find partitions whose store lags behind Kafka's committed offset and replay them first."""
         assert self._consumer is not None
+        log.info("partitions assigned: %s", sorted(tp.partition for tp in partitions))
         loop = asyncio.get_running_loop()
         for tp in partitions:
             committed = await self._consumer.committed(tp)
@@ -187,6 +192,7 @@ class Worker:
                 self._consumer.seek(tp, stored)
 
     async def on_revoked(self, partitions: Sequence[TopicPartition]) -> None:
+        log.info("partitions revoked: %s", sorted(tp.partition for tp in partitions))
         async with self._lock:
             await self._close_producers(partitions)
             for tp in partitions:
