@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 from datetime import date
 from pathlib import Path
@@ -29,8 +30,21 @@ def serve() -> None:
 
     settings = get_settings()
     logs.configure(settings.log_level)
+    app_ = create_app(settings)
+    _settle_heap()
     # uvicorn's own access log would print raw paths; ours logs route templates with a request id instead
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+
+
+def _settle_heap() -> None:
+    """Everything imported so far (the FHIR models too) moved out of the garbage collector's reach: a full
+    collection then scans what requests leave behind, not the libraries' objects (a ~70 ms pause each time
+    otherwise, under load every few hundred requests; docs/performance.md)."""
+    from service.fhir.parse import load_models
+
+    load_models()
+    gc.collect()
+    gc.freeze()
 
 
 @app.command()
@@ -47,6 +61,7 @@ def worker() -> None:
         typer.echo("oligocds worker needs OLIGOCDS_KAFKA_BOOTSTRAP (the Kafka bootstrap servers)", err=True)
         raise typer.Exit(2)
     app_ = create_app(settings, worker_only=True)
+    _settle_heap()
     uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning", access_log=False)
 
 

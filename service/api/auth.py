@@ -7,7 +7,8 @@ replay cache keeps `(iss, jti)` pairs, never tokens. Keys come only from the JWK
 token's own `jku` supplies them (the CDS Hooks sandbox case).
 
 `verify` is synchronous and may fetch a JWKS over the network (first use, hourly refresh, key rotation); call it from
-a worker thread (e.g. `starlette.concurrency.run_in_threadpool`) in async routes. All classes are thread-safe.
+a worker thread (e.g. `starlette.concurrency.run_in_threadpool`) in async routes, or first with `offline=True` on the
+event loop, which never loads or waits and raises `KeysNotHeld` when a load is needed. All classes are thread-safe.
 """
 
 from __future__ import annotations
@@ -48,6 +49,11 @@ class AuthError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class KeysNotHeld(Exception):
+    """`JwtVerifier.verify(..., offline=True)` would have to load a JWKS (or wait for a load under way): nothing
+    was checked or recorded; verify again without `offline`, in a worker thread."""
 
 
 class _SettingsLike(Protocol):
@@ -185,13 +191,31 @@ class JwksCache:
         even after the one refresh allowed now. Raises AuthError when the source cannot be loaded at all."""
         entry = self._entry(source)
         with entry.lock:
-            if entry.loaded_at is None or (is_url(source) and self._expired(entry)):
-                self._load(source, entry)
-            if kid not in entry.keys and is_url(source):
-                self._load(source, entry)
-            if entry.loaded_at is None:
-                raise AuthError("JWKS unavailable")
-            return entry.keys.get(kid)
+            return self._key(source, entry, kid)
+
+    def held_key(self, source: str, kid: str) -> dict[str, Any]:
+        """The JWK with this `kid` when it is held and fresh, without loading or waiting for anything (safe on an
+        event loop); raises KeysNotHeld when `key` would have to load the source or wait for a load under way."""
+        entry = self._entry(source)
+        if not entry.lock.acquire(blocking=False):
+            raise KeysNotHeld
+        try:
+            jwk = entry.keys.get(kid) if entry.loaded_at is not None else None
+            if jwk is None or (is_url(source) and self._expired(entry)):
+                raise KeysNotHeld
+            return jwk
+        finally:
+            entry.lock.release()
+
+    def _key(self, source: str, entry: _JwksEntry, kid: str) -> dict[str, Any] | None:
+        """`key` with `entry.lock` held."""
+        if entry.loaded_at is None or (is_url(source) and self._expired(entry)):
+            self._load(source, entry)
+        if kid not in entry.keys and is_url(source):
+            self._load(source, entry)
+        if entry.loaded_at is None:
+            raise AuthError("JWKS unavailable")
+        return entry.keys.get(kid)
 
     def close(self) -> None:
         """Close the HTTP client if this cache created it."""
@@ -287,6 +311,15 @@ def _bearer_token(authorization: str) -> str:
     return token
 
 
+def _unverified(token: str) -> dict[str, Any]:
+    """Header and claims of `token`, read without checking the signature: one parse for checks 1 and 2."""
+    try:
+        decoded: dict[str, Any] = jwt.api_jwt.decode_complete(token, options={"verify_signature": False})
+    except jwt.PyJWTError:
+        raise AuthError("malformed token") from None
+    return decoded
+
+
 def _numeric(claims: Mapping[str, Any], name: str) -> float | None:
     """A NumericDate claim (seconds since the epoch), None when absent; AuthError when malformed."""
     value = claims.get(name)
@@ -324,22 +357,27 @@ class JwtVerifier:
         self.jwks = jwks if jwks is not None else JwksCache()
         self.replay = replay if replay is not None else ReplayCache()
         self._now = now
+        # (source, kid, alg) → (the JWK, its key object); a dict item write is atomic, so threads may share it
+        self._public_keys: dict[tuple[str, str, str], tuple[dict[str, Any], jwt.PyJWK]] = {}
 
-    def verify(self, authorization: str | None, audience: str) -> dict[str, Any] | None:
+    def verify(self, authorization: str | None, audience: str, *, offline: bool = False) -> dict[str, Any] | None:
         """Return the claims; None when development mode accepts a request without a token; raise AuthError otherwise.
 
         `authorization` is the raw header value (None when absent); `audience` the exact URL called
-        (`audience_for`). On success the token's `jti` is recorded: the same token is refused the next time."""
+        (`audience_for`). On success the token's `jti` is recorded: the same token is refused the next time.
+        With `offline` it never blocks (an event loop may call it): it raises KeysNotHeld, having recorded
+        nothing, when the issuer's keys are not held fresh yet."""
         if authorization is None:
             if self.settings.development:
                 return None
             raise AuthError("Authorization missing")
         token = _bearer_token(authorization)
-        header = self._header(token)
+        unverified = _unverified(token)
+        header = self._header(unverified["header"])
         alg, kid = header["alg"], header["kid"]
-        iss = self._issuer(token)
+        iss = self._issuer(unverified["payload"])
         source = self._jwks_source(iss, header.get("jku"))
-        claims = self._signed_claims(token, source, kid, alg)
+        claims = self._signed_claims(token, source, kid, alg, offline)
         if claims.get("iss") != iss:
             raise AuthError("iss changed")  # cannot happen for one token; guards the unverified read above
         if not _matches_audience(claims.get("aud"), audience):
@@ -348,12 +386,8 @@ class JwtVerifier:
         self._check_replay(iss, claims.get("jti"), keep_until)
         return claims
 
-    def _header(self, token: str) -> dict[str, Any]:
+    def _header(self, header: dict[str, Any]) -> dict[str, Any]:
         """Check 1: typ, kid and alg of the (unverified) JOSE header."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise AuthError("malformed token") from None
         typ = header.get("typ")
         if not isinstance(typ, str) or typ.upper() != "JWT":
             raise AuthError("typ is not JWT")
@@ -363,12 +397,8 @@ class JwtVerifier:
             raise AuthError("alg not allowed")
         return header
 
-    def _issuer(self, token: str) -> str:
+    def _issuer(self, unverified: Mapping[str, Any]) -> str:
         """Check 2: `iss` (read before the signature, to choose the keys) on the allow-list."""
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError:
-            raise AuthError("malformed token") from None
         iss = unverified.get("iss")
         if not isinstance(iss, str) or not iss:
             raise AuthError("iss missing")
@@ -394,15 +424,15 @@ class JwtVerifier:
             raise AuthError("jku differs from the configured JWKS")
         return source
 
-    def _signed_claims(self, token: str, source: str, kid: str, alg: str) -> dict[str, Any]:
+    def _signed_claims(self, token: str, source: str, kid: str, alg: str, offline: bool) -> dict[str, Any]:
         """Check 4: the signature, with key `kid` of the issuer's JWKS, bound to the header's (allowed) `alg`."""
-        jwk = self.jwks.key(source, kid)
+        jwk = self.jwks.held_key(source, kid) if offline else self.jwks.key(source, kid)
         if jwk is None:
             raise AuthError("unknown kid")
         if jwk.get("alg", alg) != alg or jwk.get("use", "sig") != "sig":
             raise AuthError("key not usable for this alg")
         try:
-            key = jwt.PyJWK(jwk, algorithm=alg)
+            key = self._public_key(source, kid, alg, jwk)
             return jwt.decode(
                 token,
                 key=key,
@@ -421,6 +451,15 @@ class JwtVerifier:
             )
         except jwt.PyJWTError as exc:
             raise AuthError(f"signature not verified ({type(exc).__name__})") from None
+
+    def _public_key(self, source: str, kid: str, alg: str, jwk: dict[str, Any]) -> jwt.PyJWK:
+        """The key object of `jwk`, built once per (source, kid, alg) and JWK content (a rotated key is rebuilt)."""
+        held = self._public_keys.get((source, kid, alg))
+        if held is not None and held[0] == jwk:
+            return held[1]
+        key = jwt.PyJWK(jwk, algorithm=alg)
+        self._public_keys[source, kid, alg] = (dict(jwk), key)
+        return key
 
     def _check_times(self, claims: Mapping[str, Any]) -> float:
         """Check 6: exp, iat and nbf with clock skew. Returns the last moment at which this token is accepted."""

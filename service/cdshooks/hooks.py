@@ -181,12 +181,35 @@ def bundle(resources: Sequence[Resource], drafts: Sequence[Resource]) -> dict[st
 def prune(value: Any) -> Any:
     """No null or empty element anywhere (cds-hooks.md §1, R3)."""
     if isinstance(value, dict):
-        pruned = {k: prune(v) for k, v in value.items()}
-        return {k: v for k, v in pruned.items() if v not in (None, "", [], {})}
+        return _pruned_dict(value)
     if isinstance(value, list):
-        items = [prune(v) for v in value]
-        return [v for v in items if v not in (None, "", [], {})]
+        return _pruned_list(value)
     return value
+
+
+# One pass per container, leaves tested without a call: a response holds some 600 elements per card set.
+def _pruned_dict(value: dict[Any, Any]) -> dict[Any, Any]:
+    out = {}
+    for k, v in value.items():
+        if isinstance(v, dict):
+            v = _pruned_dict(v)
+        elif isinstance(v, list):
+            v = _pruned_list(v)
+        if v is not None and v != "" and v != [] and v != {}:
+            out[k] = v
+    return out
+
+
+def _pruned_list(value: list[Any]) -> list[Any]:
+    out = []
+    for v in value:
+        if isinstance(v, dict):
+            v = _pruned_dict(v)
+        elif isinstance(v, list):
+            v = _pruned_list(v)
+        if v is not None and v != "" and v != [] and v != {}:
+            out.append(v)
+    return out
 
 
 def _feedback(item: wire.FeedbackItemJson) -> Feedback:

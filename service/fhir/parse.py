@@ -163,6 +163,12 @@ def _model(resource_type: str) -> type[BaseModel]:
     return model
 
 
+def load_models() -> None:
+    """Import the model of every used type now: a server does it before its first request (see `_model`)."""
+    for resource_type in sorted(USED_TYPES):
+        _model(resource_type)
+
+
 def _validation_error(resource: Resource, where: str) -> str | None:
     """None when `resource` (of a type in USED_TYPES) is valid against its R4B model, else a short diagnostic:
     its first errors as "<where>.<FHIR path>: <message>", joined by "; "."""

@@ -20,6 +20,7 @@ from service.api.auth import (
     AuthSettings,
     JwksCache,
     JwtVerifier,
+    KeysNotHeld,
     ReplayCache,
     audience_for,
     parse_trusted_issuers,
@@ -261,6 +262,46 @@ def test_unknown_kid_triggers_one_refresh_then_fails(keys: Keys, clock: Clock, c
         assert server.requests == 2  # exactly one refresh
         assert refused(v, bearer(mint(keys.other_es, claims(clock.t)))) == "unknown kid"
         assert server.requests == 2  # rate-limited: no second refresh within 60 s
+
+
+def test_offline_verification_never_loads_keys_and_records_nothing(keys: Keys, clock: Clock, cache: JwksCache) -> None:
+    """`offline=True` (the event-loop path) raises KeysNotHeld instead of fetching; the token stays usable."""
+    with jwks_server(keys.es) as server:
+        v = verifier({ISSUER: server.url}, clock, cache)
+        token = bearer(mint(keys.es, claims(NOW)))
+        with pytest.raises(KeysNotHeld):
+            v.verify(token, AUDIENCE, offline=True)
+        assert server.requests == 0 and len(v.replay) == 0
+        assert v.verify(token, AUDIENCE) is not None and server.requests == 1
+        assert v.verify(bearer(mint(keys.es, claims(NOW))), AUDIENCE, offline=True) is not None
+        assert refused(v, token) == "jti replayed"
+        with pytest.raises(KeysNotHeld):  # an unknown kid may mean a rotation: the worker thread refreshes
+            v.verify(bearer(mint(keys.other_es, claims(NOW))), AUDIENCE, offline=True)
+        clock.t += 3600  # expired keys are not used offline either
+        with pytest.raises(KeysNotHeld):
+            v.verify(bearer(mint(keys.es, claims(clock.t))), AUDIENCE, offline=True)
+        assert server.requests == 1
+
+
+def test_offline_verification_does_not_wait_for_a_load_under_way(prod: JwtVerifier, keys: Keys) -> None:
+    assert prod.verify(bearer(mint(keys.es, claims(NOW))), AUDIENCE) is not None  # the file is read
+    entry = prod.jwks._entry(prod.settings.trusted_issuers[ISSUER])
+    with entry.lock, pytest.raises(KeysNotHeld):  # another thread holds the lock: it is (re)loading the source
+        prod.verify(bearer(mint(keys.es, claims(NOW))), AUDIENCE, offline=True)
+    assert prod.verify(bearer(mint(keys.es, claims(NOW))), AUDIENCE, offline=True) is not None
+
+
+def test_a_rotated_key_under_the_same_kid_is_not_verified_with_the_old_key_object(
+    keys: Keys, clock: Clock, cache: JwksCache
+) -> None:
+    with jwks_server(keys.es) as server:
+        v = verifier({ISSUER: server.url}, clock, cache)
+        assert v.verify(bearer(mint(keys.es, claims(clock.t))), AUDIENCE) is not None
+        reused = es384_key(keys.es.kid)  # same kid, new key material
+        server.serve(reused)
+        clock.t += 3601
+        assert v.verify(bearer(mint(reused, claims(clock.t))), AUDIENCE) is not None
+        assert refused(v, bearer(mint(keys.es, claims(clock.t)))).startswith("signature not verified")
 
 
 # --- JWKS over HTTP: rotation and caching -----------------------------------------------------------------------
