@@ -2,9 +2,10 @@
 
 `JwtVerifier.verify` runs the checks of §8 in order and either returns the claims or raises `AuthError`. The token
 itself is never logged, stored or put into an exception: `AuthError.reason` names the failed check only, and the
-replay cache keeps `(iss, jti)` pairs, never tokens. Keys come only from the JWKS configured for the issuer
-(`OLIGOCDS_CDS_TRUSTED_ISSUERS`); the one exception is development mode with an empty allow-list, where a signed
-token's own `jku` supplies them (the CDS Hooks sandbox case).
+replay store keeps `(iss, jti)` pairs, never tokens: in the state store shared by replicas (`StoreReplay`, wired
+by `service/api/cds.py`), or in memory (`ReplayCache`, one process: unit tests). Keys come only from the JWKS
+configured for the issuer (`OLIGOCDS_CDS_TRUSTED_ISSUERS`); the one exception is development mode with an empty
+allow-list, where a signed token's own `jku` supplies them (the CDS Hooks sandbox case).
 
 `verify` is synchronous and may fetch a JWKS over the network (first use, hourly refresh, key rotation); call it from
 a worker thread (e.g. `starlette.concurrency.run_in_threadpool`) in async routes, or first with `offline=True` on the
@@ -32,6 +33,7 @@ from fastapi.responses import Response
 
 from service.api.errors import outcome
 from service.api.json import fhir_json
+from service.store import Store
 
 log = logging.getLogger("oligocds.auth")
 
@@ -269,6 +271,23 @@ def _read_file(path: str) -> Any:
 # --- replay -----------------------------------------------------------------------------------------------------
 
 
+class Replay(Protocol):
+    def first_use(self, iss: str, jti: str, *, keep_until: float, now: float) -> bool:
+        """Record `(iss, jti)`, kept at least until `keep_until`, and return True; False when held (a replay)."""
+        ...
+
+
+class StoreReplay:
+    """The replay store shared by replicas (cds-hooks.md §8 check 8): `(iss, jti)` in the state store of
+    `OLIGOCDS_STORE_URL` (`store` opens it on first use). Blocks on database I/O: call it from a worker thread."""
+
+    def __init__(self, store: Callable[[], Store]) -> None:
+        self._store = store
+
+    def first_use(self, iss: str, jti: str, *, keep_until: float, now: float) -> bool:
+        return self._store().remember_jti(iss, jti, keep_until, now)
+
+
 class ReplayCache:
     """`jti` values seen per issuer, each kept until the moment after which its token would be refused anyway (the
     verifier passes that moment: the longest accepted lifetime of that token). In memory, thread-safe."""
@@ -337,6 +356,14 @@ def _required_numeric(claims: Mapping[str, Any], name: str) -> float:
     return value
 
 
+def _jti(claims: Mapping[str, Any]) -> str:
+    """Check 8, first half: `jti` present, a non-empty string."""
+    jti = claims.get("jti")
+    if not isinstance(jti, str) or not jti:
+        raise AuthError("jti missing or malformed")
+    return jti
+
+
 def _matches_audience(aud: Any, audience: str) -> bool:
     if isinstance(aud, str):
         return aud == audience
@@ -350,23 +377,27 @@ class JwtVerifier:
         self,
         settings: AuthSettings,
         jwks: JwksCache | None = None,
-        replay: ReplayCache | None = None,
+        replay: Replay | None = None,
         now: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.jwks = jwks if jwks is not None else JwksCache()
-        self.replay = replay if replay is not None else ReplayCache()
+        self.replay: Replay = replay if replay is not None else ReplayCache()
         self._now = now
         # (source, kid, alg) → (the JWK, its key object); a dict item write is atomic, so threads may share it
         self._public_keys: dict[tuple[str, str, str], tuple[dict[str, Any], jwt.PyJWK]] = {}
 
-    def verify(self, authorization: str | None, audience: str, *, offline: bool = False) -> dict[str, Any] | None:
+    def verify(
+        self, authorization: str | None, audience: str, *, offline: bool = False, replay_check: bool = True
+    ) -> dict[str, Any] | None:
         """Return the claims; None when development mode accepts a request without a token; raise AuthError otherwise.
 
         `authorization` is the raw header value (None when absent); `audience` the exact URL called
         (`audience_for`). On success the token's `jti` is recorded: the same token is refused the next time.
-        With `offline` it never blocks (an event loop may call it): it raises KeysNotHeld, having recorded
-        nothing, when the issuer's keys are not held fresh yet."""
+        With `offline` it never loads keys (an event loop may call it): it raises KeysNotHeld, having recorded
+        nothing, when the issuer's keys are not held fresh yet. With `replay_check=False` the `jti` is checked
+        for presence but neither looked up nor recorded: the caller must then call `check_replay(claims)`
+        (the replay store may be a database, which an event loop must not wait for)."""
         if authorization is None:
             if self.settings.development:
                 return None
@@ -383,8 +414,16 @@ class JwtVerifier:
         if not _matches_audience(claims.get("aud"), audience):
             raise AuthError("aud does not match")
         keep_until = self._check_times(claims)
-        self._check_replay(iss, claims.get("jti"), keep_until)
+        jti = _jti(claims)
+        if replay_check:
+            self._check_replay(iss, jti, keep_until)
         return claims
+
+    def check_replay(self, claims: Mapping[str, Any]) -> None:
+        """Check 8 for claims `verify(..., replay_check=False)` returned: record `jti` or raise AuthError (a replay).
+        May block on the replay store: call it from a worker thread in async code."""
+        exp, iat = _required_numeric(claims, "exp"), _required_numeric(claims, "iat")
+        self._check_replay(claims["iss"], _jti(claims), self._keep_until(exp, iat))
 
     def _header(self, header: dict[str, Any]) -> dict[str, Any]:
         """Check 1: typ, kid and alg of the (unverified) JOSE header."""
@@ -473,12 +512,14 @@ class JwtVerifier:
             raise AuthError("token too old")
         if nbf is not None and nbf > now + skew:
             raise AuthError("token not yet valid (nbf)")
-        return min(exp, iat + self.settings.max_token_age_s) + skew
+        return self._keep_until(exp, iat)
 
-    def _check_replay(self, iss: str, jti: Any, keep_until: float) -> None:
-        """Check 8: `jti` present and not seen before for this issuer."""
-        if not isinstance(jti, str) or not jti:
-            raise AuthError("jti missing or malformed")
+    def _keep_until(self, exp: float, iat: float) -> float:
+        """The last moment at which a token with these `exp` and `iat` is accepted: how long its `jti` is kept."""
+        return min(exp, iat + self.settings.max_token_age_s) + self.settings.clock_skew_s
+
+    def _check_replay(self, iss: str, jti: str, keep_until: float) -> None:
+        """Check 8: `jti` not seen before for this issuer (recorded when new)."""
         if not self.replay.first_use(iss, jti, keep_until=keep_until, now=self._now()):
             raise AuthError("jti replayed")
 

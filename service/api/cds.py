@@ -12,17 +12,18 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from service.api.auth import AuthError, AuthSettings, JwtVerifier, KeysNotHeld
+from service.api.auth import AuthError, AuthSettings, JwtVerifier, KeysNotHeld, StoreReplay
 from service.api.body import read_json_body
 from service.api.errors import outcome, outcome_response
 from service.api.json import fhir_json, json_response
 from service.bootstrap import Container
 from service.cdshooks.errors import CdsError
-from service.cdshooks.feedback import summary
+from service.cdshooks.feedback import StoreFeedback, summary
 from service.cdshooks.fetch import HttpFhirFetcher
 from service.cdshooks.hooks import CdsHooks, CdsState
 from service.cdshooks.services import SERVICES
 from service.config import Settings
+from service.store import StoreError
 
 log = logging.getLogger("oligocds.cds")
 
@@ -52,19 +53,30 @@ async def authorize(request: Request) -> None:
 
 
 async def _verify(verifier: JwtVerifier, header: str | None, aud: str) -> None:
-    """On the event loop when the issuer's keys are held (the common case: a worker-thread hop costs more CPU
-    than it saves and makes the loop and the thread fight over the GIL under load); in a worker thread when a
-    JWKS must be loaded first (network)."""
+    """Checks 1–7 on the event loop when the issuer's keys are held (the common case: a worker-thread hop costs
+    more CPU than it saves and makes the loop and the thread fight over the GIL under load); all of them in a
+    worker thread when a JWKS must be loaded first (network). Check 8, the replay store, is a database shared by
+    replicas (`OLIGOCDS_STORE_URL`): always in a worker thread, never blocking the loop."""
     try:
-        verifier.verify(header, aud, offline=True)
+        claims = verifier.verify(header, aud, offline=True, replay_check=False)
     except KeysNotHeld:
         await run_in_threadpool(verifier.verify, header, aud)
+        return
+    if claims is not None:
+        await run_in_threadpool(verifier.check_replay, claims)
 
 
 def feedback_rows(state: CdsState) -> Iterator[tuple[str, str, str, str, int]]:
-    """(service, rule, code, outcome, count) for the metrics, from the feedback store's own summary."""
-    for service in dict.fromkeys(s.id for s in SERVICES):
-        for row in summary(state.feedback.items(service), state.issued)["rules"]:
+    """(service, rule, code, outcome, count) for the metrics, from the feedback store's own summary (shared by
+    replicas: every replica exports the same totals). None when the store is unavailable: the rest of the scrape
+    still works."""
+    try:
+        summaries = {s: summary(state.feedback.counts(s)) for s in dict.fromkeys(s.id for s in SERVICES)}
+    except StoreError as exc:
+        log.warning("feedback metrics unavailable: %s", type(exc).__name__)
+        return
+    for service, counted in summaries.items():
+        for row in counted["rules"]:
             for result in ("accepted", "overridden"):
                 yield service, row["rule"], row["code"], result, row[result]
 
@@ -111,15 +123,15 @@ async def call(service_id: str, request: Request) -> Response:
 
 @router.post("/{service_id}/feedback")
 async def feedback(service_id: str, request: Request) -> Response:
-    """Feedback on the cards of a service (stored once per identical item)."""
-    _hooks(request).feedback(service_id, await _body(request))
+    """Feedback on the cards of a service (stored once per identical item; the store is a database)."""
+    await run_in_threadpool(_hooks(request).feedback, service_id, await _body(request))
     return Response(status_code=200)
 
 
 @router.get("/{service_id}/feedback/summary")
 async def feedback_summary(service_id: str, request: Request) -> Response:
     """Feedback counts per rule and recommendation code."""
-    return json_response(_hooks(request).feedback_summary(service_id))
+    return json_response(await run_in_threadpool(_hooks(request).feedback_summary, service_id))
 
 
 def install(app: FastAPI, settings: Settings) -> None:
@@ -137,10 +149,12 @@ def install(app: FastAPI, settings: Settings) -> None:
         deadline_ms=settings.fhir_timeout_ms,
         on_degraded=lambda key, reason: degraded.labels(key=key, reason=reason).inc(),
     )
-    app.state.cds = CdsState(fetcher=fetcher)
+    # feedback and replay stores: the container's state store (set by the lifespan, opened on first use)
+    app.state.cds = CdsState(StoreFeedback(lambda: app.state.container.store), fetcher=fetcher)
     app.state.metrics.watch_feedback(lambda: feedback_rows(app.state.cds))
     try:
-        app.state.jwt = JwtVerifier(AuthSettings.from_settings(settings))
+        replay = StoreReplay(lambda: app.state.container.store)
+        app.state.jwt = JwtVerifier(AuthSettings.from_settings(settings), replay=replay)
     except ValueError as exc:  # production without an issuer allow-list or public URL
         log.warning("CDS Hooks JWT verification is not configured (%s): CDS Hooks calls are refused", exc)
         app.state.jwt = None

@@ -8,6 +8,7 @@ from datetime import date
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
+from starlette.concurrency import run_in_threadpool
 
 from service.api.body import read_json_body
 from service.api.errors import ApiError
@@ -79,8 +80,8 @@ async def _dependencies(request: Request, container: Container) -> list[str]:
 
 @health.get("/metrics")
 async def metrics(request: Request) -> Response:
-    """Prometheus metrics."""
-    rendered: Response = request.app.state.metrics.render()
+    """Prometheus metrics (in a worker thread: the CDS feedback counts are read from the state store)."""
+    rendered: Response = await run_in_threadpool(request.app.state.metrics.render)
     return rendered
 
 

@@ -1,15 +1,18 @@
 """Feedback on cards (cds-hooks.md §7, §11.7): stored idempotently, joined to the issued cards, counted per rule.
 
-`FeedbackStore` and `IssuedCards` are the ports; the in-memory versions here serve development and tests
-(SQLite comes later behind the same methods)."""
+`FeedbackStore` and `IssuedCards` are the ports. Feedback lives in the state store shared by replicas
+(`OLIGOCDS_STORE_URL`, `StoreFeedback`), each item with the rule and code of its card, looked up when it arrives;
+issued cards are held in memory by the replica that issued them."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from service.store.base import FeedbackCount, FeedbackRecord, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,11 +41,13 @@ class IssuedCard:
 
 
 class FeedbackStore(Protocol):
-    def add(self, service_id: str, items: Sequence[Feedback]) -> int:
-        """Store the items not stored before; return how many were new."""
+    def add(self, service_id: str, items: Sequence[tuple[Feedback, IssuedCard | None]]) -> int:
+        """Store the items (each with its card, None when unmatched) not stored before; return how many were new."""
         ...
 
-    def items(self, service_id: str) -> list[Feedback]: ...
+    def counts(self, service_id: str) -> list[FeedbackCount]:
+        """The service's stored items counted per (rule, code, outcome, reason); rule None = unmatched."""
+        ...
 
 
 class IssuedCards(Protocol):
@@ -51,21 +56,34 @@ class IssuedCards(Protocol):
     def find(self, card_uuid: str) -> IssuedCard | None: ...
 
 
-class MemoryFeedbackStore:
-    def __init__(self) -> None:
-        self._items: dict[str, dict[tuple[Any, ...], Feedback]] = {}
-        self._lock = threading.Lock()
+class StoreFeedback:
+    """`FeedbackStore` in the state store (`store` opens it on first use). Blocks on database I/O: call it from a
+    worker thread in async code. Identical items (`Feedback.key`) are stored once, across replicas."""
 
-    def add(self, service_id: str, items: Sequence[Feedback]) -> int:
-        with self._lock:
-            stored = self._items.setdefault(service_id, {})
-            new = {i.key: i for i in items if i.key not in stored}
-            stored.update(new)
-            return len(new)
+    def __init__(self, store: Callable[[], Store]) -> None:
+        self._store = store
 
-    def items(self, service_id: str) -> list[Feedback]:
-        with self._lock:
-            return list(self._items.get(service_id, {}).values())
+    def add(self, service_id: str, items: Sequence[tuple[Feedback, IssuedCard | None]]) -> int:
+        return self._store().add_feedback([record(service_id, item, card) for item, card in items])
+
+    def counts(self, service_id: str) -> list[FeedbackCount]:
+        return self._store().feedback_counts(service_id)
+
+
+def record(service_id: str, item: Feedback, card: IssuedCard | None) -> FeedbackRecord:
+    """What the store keeps of one item: the item, and the rule and code of its card (None: unmatched)."""
+    return FeedbackRecord(
+        service=service_id,
+        card=item.card,
+        outcome=item.outcome,
+        outcome_timestamp=item.outcome_timestamp,
+        reason=item.reason,
+        accepted_suggestions=item.accepted_suggestions,
+        user_comment=item.user_comment,
+        rule=card.rule if card else None,
+        code=card.code if card else None,
+        ruleset_version=card.ruleset_version if card else None,
+    )
 
 
 class MemoryIssuedCards:
@@ -97,19 +115,18 @@ def issued(patient: str, card: Mapping[str, Any]) -> IssuedCard:
     return IssuedCard(patient, why["rule"], why["code"], version)
 
 
-def summary(items: Iterable[Feedback], cards: IssuedCards) -> dict[str, Any]:
+def summary(counts: Iterable[FeedbackCount]) -> dict[str, Any]:
     """Counts of accepted / overridden (and override reasons) per (rule, code); unknown card uuids apart."""
     outcomes: Counter[tuple[str, str, str]] = Counter()
     reasons: Counter[tuple[str, str, str]] = Counter()
     unmatched: Counter[str] = Counter()
-    for item in items:
-        card = cards.find(item.card)
-        if card is None:
-            unmatched[item.outcome] += 1
+    for row in counts:
+        if row.rule is None or row.code is None:
+            unmatched[row.outcome] += row.count
             continue
-        outcomes[(card.rule, card.code, item.outcome)] += 1
-        if item.reason:
-            reasons[(card.rule, card.code, f"{item.reason[0]}|{item.reason[1]}")] += 1
+        outcomes[(row.rule, row.code, row.outcome)] += row.count
+        if row.reason:
+            reasons[(row.rule, row.code, f"{row.reason[0]}|{row.reason[1]}")] += row.count
     pairs = sorted({(rule, code) for rule, code, _ in outcomes})
     return {
         "rules": [_counts(rule, code, outcomes, reasons) for rule, code in pairs],

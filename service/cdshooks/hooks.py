@@ -20,7 +20,6 @@ from service.cdshooks.feedback import (
     Feedback,
     FeedbackStore,
     IssuedCards,
-    MemoryFeedbackStore,
     MemoryIssuedCards,
     summary,
 )
@@ -41,10 +40,10 @@ _CONTEXTS: Mapping[str, type[wire.PatientViewContextJson]] = {
 
 @dataclass(slots=True)
 class CdsState:
-    """What outlives one call: response cache, feedback, issued cards, the FHIR fallback."""
+    """What outlives one call: feedback (shared by replicas), response cache, issued cards, the FHIR fallback."""
 
+    feedback: FeedbackStore
     cache: ResponseCache = field(default_factory=ResponseCache)
-    feedback: FeedbackStore = field(default_factory=MemoryFeedbackStore)
     issued: IssuedCards = field(default_factory=MemoryIssuedCards)
     fetcher: PrefetchFetcher = field(default_factory=NoFetcher)
 
@@ -91,14 +90,16 @@ class CdsHooks:
         return response
 
     def feedback(self, service_id: str, body: bytes) -> int:
-        """Store the feedback items (idempotent); return how many were new."""
+        """Store the feedback items (idempotent), each with the card it is about when this replica issued it;
+        return how many were new. Blocks on the feedback store (database I/O)."""
         self._services(service_id)
-        items = wire.read(wire.FeedbackJson, wire.load(body)).feedback
-        return self.state.feedback.add(service_id, [_feedback(i) for i in items])
+        items = [_feedback(i) for i in wire.read(wire.FeedbackJson, wire.load(body)).feedback]
+        return self.state.feedback.add(service_id, [(i, self.state.issued.find(i.card)) for i in items])
 
     def feedback_summary(self, service_id: str) -> dict[str, Any]:
+        """Counts per rule and code (blocks on the feedback store)."""
         self._services(service_id)
-        return {"service": service_id, **summary(self.state.feedback.items(service_id), self.state.issued)}
+        return {"service": service_id, **summary(self.state.feedback.counts(service_id))}
 
     # --- reading the call ------------------------------------------------------------------------------
     def _services(self, service_id: str) -> tuple[CdsService, ...]:

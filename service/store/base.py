@@ -5,12 +5,15 @@ FHIR resource received for that patient, the latest published result (the per-pa
 with its digest, and, per Kafka input partition, the next offset whose effects are not yet in the store. All
 writes happen inside `Store.transaction()`: the effects of one Kafka batch or one `POST /ingest` commit together
 or not at all.
+
+The same database holds what CDS Hooks replicas must share (cds-hooks.md §7, §8 check 8): the client-JWT `jti`
+values seen per issuer, and card feedback.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -40,6 +43,34 @@ class StoredResult:
     patient: str
     body: bytes  # the per-patient JSON object, exactly as published
     digest: str  # "sha256:<hex>" of the object without its time stamps (evaluatedAt, asOf)
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRecord:
+    """One CDS Hooks feedback item to store (cds-hooks.md §7). Items are identical, and stored once, when service,
+    card, outcome, outcome time and override reason are equal; `user_comment` is stored and never logged."""
+
+    service: str
+    card: str  # the card uuid as received
+    outcome: str  # "accepted" | "overridden"
+    outcome_timestamp: str  # ISO 8601, normalised to UTC
+    reason: tuple[str, str] | None  # (system, code) of overrideReason.reason
+    accepted_suggestions: tuple[str, ...]
+    user_comment: str | None
+    rule: str | None  # rule and code of the card, None when the card uuid is not one we issued (unmatched)
+    code: str | None
+    ruleset_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackCount:
+    """How many stored feedback items of one service share rule, code, outcome and override reason."""
+
+    rule: str | None  # None: unmatched card uuids
+    code: str | None
+    outcome: str
+    reason: tuple[str, str] | None
+    count: int
 
 
 class StoreTx(Protocol):
@@ -79,6 +110,18 @@ class Store(Protocol):
         """The latest stored result, read outside any write transaction."""
 
     def offset(self, topic: str, partition: int) -> int | None: ...
+
+    def remember_jti(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        """Record a JWT `jti` of `issuer`, kept until `expires_at` (epoch seconds), and return True; return False
+        when it is held already and not expired at `now` (a replay). Atomic across threads, processes and
+        replicas: of concurrent calls with one (issuer, jti), exactly one gets True. Expired entries are deleted
+        now and then."""
+
+    def add_feedback(self, items: Sequence[FeedbackRecord]) -> int:
+        """Store, in one transaction, the items not stored before (see FeedbackRecord); return how many were new."""
+
+    def feedback_counts(self, service: str) -> list[FeedbackCount]:
+        """The stored feedback of `service`, counted per (rule, code, outcome, reason)."""
 
     def ping(self) -> None:
         """Raise StoreError unless the database answers."""

@@ -6,7 +6,7 @@ on another, so replicas that start together migrate once.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
 import psycopg
@@ -14,9 +14,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
-from service.store.base import StoredResult, StoreError, StoreTx
+from service.store import sqltx
+from service.store.base import FeedbackCount, FeedbackRecord, StoredResult, StoreError, StoreTx
 from service.store.schema import POSTGRESQL, migrate
-from service.store.sqltx import Queries, Rows, SqlTx, cursor_rows, read_offset, read_result
+from service.store.sqltx import PurgeClock, Queries, Rows, SqlTx, cursor_rows, read_offset, read_result
 
 CONNECT_TIMEOUT_S = 5  # libpq connect_timeout, unless the DSN sets one
 POOL_TIMEOUT_S = 10.0  # wait for a pooled connection
@@ -69,6 +70,7 @@ class PostgresStore:
             name="oligocds-store",
         )
         self._pool.open(wait=False)
+        self._jti_purge = PurgeClock()
 
     @contextmanager
     def transaction(self) -> Iterator[StoreTx]:
@@ -87,6 +89,21 @@ class PostgresStore:
     def offset(self, topic: str, partition: int) -> int | None:
         with self._reader() as rows:
             return read_offset(rows, _QUERIES, topic, partition)
+
+    def remember_jti(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        # autocommit: the purge and the insert are one statement each (the insert alone decides, atomically)
+        with self._reader() as rows:
+            if self._jti_purge.due(now):
+                sqltx.purge_jti(rows, _QUERIES, now)
+            return sqltx.remember_jti(rows, _QUERIES, issuer, jti, expires_at, now)
+
+    def add_feedback(self, items: Sequence[FeedbackRecord]) -> int:
+        with _translated(), self._pool.connection() as conn, conn.transaction():
+            return sqltx.add_feedback(cursor_rows(conn.cursor(), _ERRORS), _QUERIES, items)
+
+    def feedback_counts(self, service: str) -> list[FeedbackCount]:
+        with self._reader() as rows:
+            return sqltx.feedback_counts(rows, _QUERIES, service)
 
     def ping(self) -> None:
         with self._reader(PING_TIMEOUT_S) as rows:

@@ -37,6 +37,31 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (topic, kafka_partition)
         )""",
     ),
+    (  # 2: what CDS Hooks replicas share (cds-hooks.md §7, §8 check 8)
+        # client-JWT jti values seen; key = sha256 of (iss, jti), expires_at in epoch seconds
+        """CREATE TABLE cds_jti (
+            key TEXT PRIMARY KEY,
+            expires_at BIGINT NOT NULL
+        )""",
+        "CREATE INDEX cds_jti_by_expiry ON cds_jti (expires_at)",
+        # card feedback; item_key = sha256 of (card, outcome, outcome_timestamp, reason): identical items once
+        """CREATE TABLE cds_feedback (
+            service TEXT NOT NULL,
+            item_key TEXT NOT NULL,
+            card TEXT NOT NULL,
+            outcome TEXT NOT NULL,
+            outcome_timestamp TEXT NOT NULL,
+            reason_system TEXT,
+            reason_code TEXT,
+            accepted_suggestions TEXT NOT NULL,
+            user_comment TEXT,
+            rule TEXT,
+            code TEXT,
+            ruleset_version TEXT,
+            received_at TEXT NOT NULL,
+            PRIMARY KEY (service, item_key)
+        )""",
+    ),
 )
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 
-from service.store.base import StoredResult, StoreError, StoreTx
+from service.store import sqltx
+from service.store.base import FeedbackCount, FeedbackRecord, StoredResult, StoreError, StoreTx
 from service.store.schema import SQLITE, migrate
-from service.store.sqltx import Queries, Rows, SqlTx, cursor_rows, read_offset, read_result
+from service.store.sqltx import PurgeClock, Queries, Rows, SqlTx, cursor_rows, read_offset, read_result
 
 BUSY_TIMEOUT_MS = 30_000
 _ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
@@ -39,6 +40,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store: {exc}") from exc
         self._rows = cursor_rows(self._conn.cursor(), _ERRORS)
+        self._jti_purge = PurgeClock()
         self._configure()
         with self._write() as rows:
             migrate(rows, SQLITE)
@@ -46,6 +48,10 @@ class SqliteStore:
     def _configure(self) -> None:
         self._rows(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}", ())
         self._rows("PRAGMA journal_mode = WAL", ())
+        # WAL + NORMAL: no fsync per commit (a commit survives a crash of the process, not of the machine). What a
+        # power loss can take back is the last commits: the Kafka worker replays them from the topic (the offsets
+        # live in the same database), a CDS Hooks jti is accepted once more (docs/streaming.md).
+        self._rows("PRAGMA synchronous = NORMAL", ())
 
     @contextmanager
     def _write(self) -> Iterator[Rows]:
@@ -72,6 +78,20 @@ class SqliteStore:
     def offset(self, topic: str, partition: int) -> int | None:
         with self._lock:
             return read_offset(self._rows, _QUERIES, topic, partition)
+
+    def remember_jti(self, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+        with self._write() as rows:
+            if self._jti_purge.due(now):
+                sqltx.purge_jti(rows, _QUERIES, now)
+            return sqltx.remember_jti(rows, _QUERIES, issuer, jti, expires_at, now)
+
+    def add_feedback(self, items: Sequence[FeedbackRecord]) -> int:
+        with self._write() as rows:
+            return sqltx.add_feedback(rows, _QUERIES, items)
+
+    def feedback_counts(self, service: str) -> list[FeedbackCount]:
+        with self._lock:
+            return sqltx.feedback_counts(self._rows, _QUERIES, service)
 
     def ping(self) -> None:
         with self._lock:

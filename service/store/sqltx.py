@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,7 +13,7 @@ from typing import Any, Protocol
 import orjson
 
 from service.store import merge
-from service.store.base import Merge, StoredResult, StoreError
+from service.store.base import FeedbackCount, FeedbackRecord, Merge, StoredResult, StoreError
 from service.store.merge import Write
 from service.store.schema import Dialect
 
@@ -36,6 +38,22 @@ _PUT_OFFSET = (
     "INSERT INTO offsets (topic, kafka_partition, next_offset) VALUES (?, ?, ?)"
     " ON CONFLICT (topic, kafka_partition) DO UPDATE SET next_offset = excluded.next_offset"
 )
+# one statement: inserted, or taken over when expired (a row back means "first use"); atomic on both databases
+_REMEMBER_JTI = (
+    "INSERT INTO cds_jti (key, expires_at) VALUES (?, ?) ON CONFLICT (key) DO UPDATE"
+    " SET expires_at = excluded.expires_at WHERE cds_jti.expires_at < ? RETURNING 1"
+)
+_PURGE_JTI = "DELETE FROM cds_jti WHERE expires_at < ?"
+_ADD_FEEDBACK = (
+    "INSERT INTO cds_feedback (service, item_key, card, outcome, outcome_timestamp, reason_system, reason_code,"
+    " accepted_suggestions, user_comment, rule, code, ruleset_version, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (service, item_key) DO NOTHING RETURNING 1"
+)
+_FEEDBACK_COUNTS = (
+    "SELECT rule, code, outcome, reason_system, reason_code, COUNT(*) FROM cds_feedback WHERE service = ?"
+    " GROUP BY rule, code, outcome, reason_system, reason_code"
+)
+JTI_PURGE_INTERVAL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +69,21 @@ class Queries:
     get_offset: str
     put_offset: str
     lock_patient: str | None
+    remember_jti: str
+    purge_jti: str
+    add_feedback: str
+    feedback_counts: str
 
     @classmethod
     def of(cls, dialect: Dialect, lock_patient: str | None = None) -> Queries:
         raw = (_GET_RESOURCE, _PUT_RESOURCE, _DELETE_RESOURCE, _PATIENT_RESOURCES)
         more = (_GET_RESULT, _PUT_RESULT, _GET_OFFSET, _PUT_OFFSET, lock_patient)
-        return cls(*(dialect.sql(q) for q in raw), *(dialect.sql(q) if q else None for q in more))
+        cds = (_REMEMBER_JTI, _PURGE_JTI, _ADD_FEEDBACK, _FEEDBACK_COUNTS)
+        return cls(
+            *(dialect.sql(q) for q in raw),
+            *(dialect.sql(q) if q else None for q in more),
+            *(dialect.sql(q) for q in cds),
+        )
 
 
 class Cursor(Protocol):
@@ -91,6 +118,58 @@ def read_result(rows: Rows, queries: Queries, patient: str) -> StoredResult | No
 def read_offset(rows: Rows, queries: Queries, topic: str, partition: int) -> int | None:
     found = rows(queries.get_offset, (topic, partition))
     return int(found[0][0]) if found else None
+
+
+def _digest(*parts: str | None) -> str:
+    """sha256 hex of the parts (JSON array: unambiguous, None distinct from ""): a fixed-size key for any length."""
+    return hashlib.sha256(orjson.dumps(parts)).hexdigest()
+
+
+class PurgeClock:
+    """When to delete expired `jti` rows: at most once per interval per store object (thread-safe enough: an extra
+    purge is harmless)."""
+
+    def __init__(self, interval_s: float = JTI_PURGE_INTERVAL_S) -> None:
+        self._interval_s = interval_s
+        self._next = -math.inf
+
+    def due(self, now: float) -> bool:
+        if now < self._next:
+            return False
+        self._next = now + self._interval_s
+        return True
+
+
+def remember_jti(rows: Rows, queries: Queries, issuer: str, jti: str, expires_at: float, now: float) -> bool:
+    """`Store.remember_jti` on `rows` (whole seconds: kept at least until `expires_at`)."""
+    params = (_digest(issuer, jti), math.ceil(expires_at), math.floor(now))
+    return bool(rows(queries.remember_jti, params))
+
+
+def purge_jti(rows: Rows, queries: Queries, now: float) -> None:
+    rows(queries.purge_jti, (math.floor(now),))
+
+
+def add_feedback(rows: Rows, queries: Queries, items: Sequence[FeedbackRecord]) -> int:
+    """`Store.add_feedback` on `rows`, inside the caller's transaction."""
+    received = datetime.now(UTC).isoformat()
+    new = 0
+    for item in items:
+        system, code = item.reason if item.reason else (None, None)
+        key = _digest(item.card, item.outcome, item.outcome_timestamp, system, code)
+        suggestions = orjson.dumps(list(item.accepted_suggestions)).decode()
+        params = (item.service, key, item.card, item.outcome, item.outcome_timestamp, system, code, suggestions)
+        more = (item.user_comment, item.rule, item.code, item.ruleset_version, received)
+        new += len(rows(queries.add_feedback, (*params, *more)))
+    return new
+
+
+def feedback_counts(rows: Rows, queries: Queries, service: str) -> list[FeedbackCount]:
+    found = rows(queries.feedback_counts, (service,))
+    return [
+        FeedbackCount(rule, code, outcome, (system, reason) if system is not None else None, int(n))
+        for rule, code, outcome, system, reason, n in found
+    ]
 
 
 class SqlTx:

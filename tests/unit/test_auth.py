@@ -468,6 +468,21 @@ def test_replay_cache_keeps_a_jti_until_its_token_would_be_refused_anyway(prod: 
     assert prod.replay.first_use(ISSUER, "j-3", keep_until=0, now=NOW + 300 + 61) is True
 
 
+def test_replay_check_can_run_apart(prod: JwtVerifier, keys: Keys) -> None:
+    """`replay_check=False` (on the event loop) checks presence only; `check_replay` (in a worker thread, the store
+    is a database) records the jti with the same lifetime as `verify` would."""
+    token = bearer(mint(keys.es, claims(NOW, jti="j-4", exp=NOW + 300)))
+    got = prod.verify(token, AUDIENCE, replay_check=False)
+    assert got is not None and prod.verify(token, AUDIENCE, replay_check=False) is not None  # nothing recorded
+    prod.check_replay(got)
+    with pytest.raises(AuthError, match="jti replayed"):
+        prod.check_replay(got)
+    assert prod.replay.first_use(ISSUER, "j-4", keep_until=0, now=NOW + 300 + 60) is False
+    assert prod.replay.first_use(ISSUER, "j-4", keep_until=0, now=NOW + 300 + 61) is True
+    with pytest.raises(AuthError, match="jti missing"):
+        prod.verify(bearer(mint(keys.es, claims(NOW, jti=None))), AUDIENCE, replay_check=False)
+
+
 def test_replay_cache_is_thread_safe() -> None:
     cache, results, barrier = ReplayCache(), [], threading.Barrier(32)
 

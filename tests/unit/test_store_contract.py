@@ -14,6 +14,7 @@ import psycopg
 import pytest
 
 from service.store import Merge, Store, StoredResult, StoreError, open_store
+from service.store.base import FeedbackRecord
 from service.store.schema import current_version
 
 P1, P2 = "Patient/p1", "Patient/p2"
@@ -260,6 +261,100 @@ def test_concurrent_writers(url: str) -> None:
     finally:
         for opened in stores:
             opened.close()
+
+
+# --- CDS Hooks: jti replay store and feedback (cds-hooks.md §7, §8 check 8) ---------------------------------------
+def test_jti_new_replayed_and_per_issuer(store: Store) -> None:
+    assert store.remember_jti("iss-a", "j1", expires_at=1_000.0, now=900.0) is True
+    assert store.remember_jti("iss-a", "j1", expires_at=1_100.0, now=950.0) is False  # replay
+    assert store.remember_jti("iss-b", "j1", expires_at=1_000.0, now=950.0) is True  # another issuer
+    assert store.remember_jti("iss-a", "j2", expires_at=1_000.0, now=950.0) is True
+    long = "x" * 10_000  # any length: stored as a digest (a PostgreSQL index entry holds at most ~2.7 kB)
+    assert store.remember_jti(long, long, expires_at=1_000.0, now=950.0) is True
+    assert store.remember_jti(long, long, expires_at=1_000.0, now=950.0) is False
+
+
+def test_jti_kept_until_it_expires_then_reusable(store: Store) -> None:
+    assert store.remember_jti("iss", "j", expires_at=1_000.5, now=900.0) is True
+    assert store.remember_jti("iss", "j", expires_at=2_000.0, now=1_000.9) is False  # kept at least until 1000.5
+    assert store.remember_jti("iss", "j", expires_at=3_000.0, now=1_001.0) is False  # still kept (whole seconds)
+    assert store.remember_jti("iss", "j", expires_at=3_000.0, now=1_002.0) is True  # expired: taken over
+    assert store.remember_jti("iss", "j", expires_at=3_000.0, now=2_500.0) is False  # with the new expiry
+    assert store.remember_jti("iss", "late", expires_at=10_000.0, now=2_500.0) is True
+    # later: the opportunistic purge deletes the expired "j", never the unexpired "late"
+    assert store.remember_jti("iss", "other", expires_at=10_000.0, now=5_000.0) is True
+    assert store.remember_jti("iss", "late", expires_at=10_000.0, now=5_001.0) is False
+    assert store.remember_jti("iss", "j", expires_at=10_000.0, now=5_001.0) is True
+
+
+def test_jti_concurrent_first_use_is_granted_once(url: str) -> None:
+    stores = [open_store(url), open_store(url)]  # two connections/pools, as two replicas would have
+    try:
+        for round_ in range(20):
+            barrier, results = threading.Barrier(4), []
+
+            def claim(n: int, jti: str, barrier: threading.Barrier, results: list[bool]) -> None:
+                barrier.wait()
+                results.append(stores[n % 2].remember_jti("iss", jti, expires_at=2_000.0, now=1_000.0))
+
+            args = [(n, f"j-{round_}", barrier, results) for n in range(4)]
+            threads = [threading.Thread(target=claim, args=a) for a in args]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            assert sorted(results) == [False, False, False, True], round_
+    finally:
+        for opened in stores:
+            opened.close()
+
+
+def feedback(card: str = "c1", outcome: str = "overridden", **extra: Any) -> FeedbackRecord:
+    fields: dict[str, Any] = {
+        "service": "svc",
+        "card": card,
+        "outcome": outcome,
+        "outcome_timestamp": "2026-11-26T10:00:00.000000Z",
+        "reason": None,
+        "accepted_suggestions": (),
+        "user_comment": None,
+        "rule": "MDT-01",
+        "code": "mdt-review",
+        "ruleset_version": "1.0.0",
+    }
+    return FeedbackRecord(**{**fields, **extra})
+
+
+def test_feedback_is_stored_once_per_identical_item(store: Store) -> None:
+    reason = ("http://oligocds.org/fhir/CodeSystem/oligocds", "already-addressed")
+    items = [
+        feedback(),
+        feedback(user_comment="a comment does not make it another item"),  # same item, same batch
+        feedback(reason=reason),
+        feedback(outcome_timestamp="2026-11-26T11:00:00.000000Z"),
+        feedback(outcome="accepted", accepted_suggestions=("s1",)),
+        feedback(card="c2", rule=None, code=None, ruleset_version=None),  # unmatched
+        feedback(service="other"),
+    ]
+    assert store.add_feedback(items) == 6
+    assert store.add_feedback(items) == 0
+    assert store.add_feedback([feedback(accepted_suggestions=("different",))]) == 0
+    assert store.add_feedback([]) == 0
+    counts = {(c.rule, c.code, c.outcome, c.reason): c.count for c in store.feedback_counts("svc")}
+    assert counts == {
+        ("MDT-01", "mdt-review", "overridden", None): 2,
+        ("MDT-01", "mdt-review", "overridden", reason): 1,
+        ("MDT-01", "mdt-review", "accepted", None): 1,
+        (None, None, "overridden", None): 1,
+    }
+    assert [(c.outcome, c.count) for c in store.feedback_counts("other")] == [("overridden", 1)]
+    assert store.feedback_counts("none") == []
+
+
+def test_feedback_batch_is_all_or_nothing(store: Store) -> None:
+    with pytest.raises(StoreError):
+        store.add_feedback([feedback("ok"), feedback("bad", outcome=None)])  # NOT NULL
+    assert store.feedback_counts("svc") == []
 
 
 # --- health and URLs ----------------------------------------------------------------------------------------------
