@@ -46,6 +46,8 @@ def create_app(settings: Settings, container: Container | None = None, worker_on
             if stream is not None:
                 await stream.stop()
             ingest.close()
+            if not worker_only:
+                app.state.cds.close()  # pending writes of issued cards, before the store closes
             if writer is not None:
                 await writer.close()
             reloader.stop()

@@ -18,12 +18,12 @@ from service.api.errors import outcome, outcome_response
 from service.api.json import fhir_json, json_response
 from service.bootstrap import Container
 from service.cdshooks.errors import CdsError
-from service.cdshooks.feedback import StoreFeedback, summary
+from service.cdshooks.feedback import StoreFeedback, StoreIssuedCards, summary
 from service.cdshooks.fetch import HttpFhirFetcher
 from service.cdshooks.hooks import CdsHooks, CdsState
 from service.cdshooks.services import SERVICES
 from service.config import Settings
-from service.store import StoreError
+from service.store import Store, StoreError
 
 log = logging.getLogger("oligocds.cds")
 
@@ -149,8 +149,12 @@ def install(app: FastAPI, settings: Settings) -> None:
         deadline_ms=settings.fhir_timeout_ms,
         on_degraded=lambda key, reason: degraded.labels(key=key, reason=reason).inc(),
     )
-    # feedback and replay stores: the container's state store (set by the lifespan, opened on first use)
-    app.state.cds = CdsState(StoreFeedback(lambda: app.state.container.store), fetcher=fetcher)
+
+    # feedback, issued cards and replay stores: the container's state store (set by the lifespan, opened on first use)
+    def store() -> Store:
+        return app.state.container.store  # type: ignore[no-any-return]
+
+    app.state.cds = CdsState(StoreFeedback(store), issued=StoreIssuedCards(store), fetcher=fetcher)
     app.state.metrics.watch_feedback(lambda: feedback_rows(app.state.cds))
     try:
         replay = StoreReplay(lambda: app.state.container.store)

@@ -24,6 +24,13 @@ class Metrics:
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
             registry=r,
         )
+        self.cds_latency = Histogram(
+            "oligocds_cds_service_seconds",
+            "Time to answer one CDS service call, JWT check included, by service id",
+            ["service"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=r,
+        )
         self.rules_fired = Counter("oligocds_rules_fired", "Recommendations emitted, by rule id", ["rule"], registry=r)
         self.cards = Counter("oligocds_cards", "Cards produced, by indicator", ["indicator"], registry=r)
         self.reloads = Counter("oligocds_rules_reload", "Rule reload attempts by result", ["result"], registry=r)

@@ -15,8 +15,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.logs import request_id
 from service.api.metrics import Metrics
+from service.cdshooks.services import SERVICES
 
 access = logging.getLogger("oligocds.access")
+CDS_CALL = "/cds-services/{service_id}"
+SERVICE_IDS = frozenset(s.id for s in SERVICES)
 
 
 def _safe_id(raw: bytes | None) -> str:
@@ -55,5 +58,8 @@ class Observe:
         route = getattr(scope.get("route"), "path", "unmatched")  # the template: never a raw path with an id
         method = scope.get("method", "-")
         self.metrics.requests.labels(method, route, str(status)).inc()
+        if route == CDS_CALL and method == "POST":  # latency per CDS service id (cds-hooks.md §10), JWT check included
+            service = scope.get("path_params", {}).get("service_id")
+            self.metrics.cds_latency.labels(service if service in SERVICE_IDS else "unknown").observe(seconds)
         extra = {"route": route, "method": method, "status": status, "ms": round(seconds * 1000, 2)}
         access.info("request", extra=extra)

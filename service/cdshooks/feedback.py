@@ -1,18 +1,23 @@
 """Feedback on cards (cds-hooks.md §7, §11.7): stored idempotently, joined to the issued cards, counted per rule.
 
 `FeedbackStore` and `IssuedCards` are the ports. Feedback lives in the state store shared by replicas
-(`OLIGOCDS_STORE_URL`, `StoreFeedback`), each item with the rule and code of its card, looked up when it arrives;
-issued cards are held in memory by the replica that issued them."""
+(`OLIGOCDS_STORE_URL`, `StoreFeedback`), each item with the rule and code of its card, looked up when it arrives
+among the cards issued by any replica (`StoreIssuedCards`: the same store, written in the background)."""
 
 from __future__ import annotations
 
+import logging
 import threading
+import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service.store.base import FeedbackCount, FeedbackRecord, Store
+from service.store.base import FeedbackCount, FeedbackRecord, IssuedCardRecord, Store
+
+log = logging.getLogger("oligocds.cdshooks")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +56,17 @@ class FeedbackStore(Protocol):
 
 
 class IssuedCards(Protocol):
-    def record(self, patient: str, cards: Iterable[Mapping[str, Any]]) -> None: ...
+    def record(self, patient: str, cards: Iterable[Mapping[str, Any]], service: str | None = None) -> None:
+        """Remember the cards of one response (never blocks on I/O: called on the event loop)."""
+        ...
 
-    def find(self, card_uuid: str) -> IssuedCard | None: ...
+    def find(self, card_uuid: str) -> IssuedCard | None:
+        """The card issued with this uuid, or None (may block on the store: call it from a worker thread)."""
+        ...
+
+    def close(self) -> None:
+        """Finish pending writes and release resources (app shutdown)."""
+        ...
 
 
 class StoreFeedback:
@@ -87,24 +100,88 @@ def record(service_id: str, item: Feedback, card: IssuedCard | None) -> Feedback
 
 
 class MemoryIssuedCards:
-    """Card uuid → (patient, rule, code, ruleset version); the oldest entries go beyond `limit`."""
+    """Card uuid → (patient, rule, code, ruleset version) in this process; the oldest entries go beyond `limit`.
+    Alone, for tests and single-process use; in `StoreIssuedCards`, the cache of this replica's recent cards."""
 
     def __init__(self, limit: int = 100_000) -> None:
         self._cards: OrderedDict[str, IssuedCard] = OrderedDict()
         self._limit = limit
         self._lock = threading.Lock()
 
-    def record(self, patient: str, cards: Iterable[Mapping[str, Any]]) -> None:
+    def record(self, patient: str, cards: Iterable[Mapping[str, Any]], service: str | None = None) -> None:
+        self.put([(card["uuid"], issued(patient, card)) for card in cards])
+
+    def put(self, cards: Iterable[tuple[str, IssuedCard]]) -> None:
         with self._lock:
-            for card in cards:
-                self._cards[card["uuid"]] = issued(patient, card)
-                self._cards.move_to_end(card["uuid"])
+            for uuid, card in cards:
+                self._cards[uuid] = card
+                self._cards.move_to_end(uuid)
             while len(self._cards) > self._limit:
                 self._cards.popitem(last=False)
 
     def find(self, card_uuid: str) -> IssuedCard | None:
         with self._lock:
             return self._cards.get(card_uuid)
+
+    def close(self) -> None:
+        pass
+
+
+class StoreIssuedCards:
+    """`IssuedCards` in the state store (`store` opens it on first use), shared by replicas.
+
+    `record` adds no latency to the hook response: it hands the rows to one background thread that writes them
+    (`Store.remember_cards`); a failed write is logged (count and error type only, never card content or patient)
+    and its cards stay unknown to other replicas. Until written, this replica finds its recent cards in memory.
+    `find` blocks on the store: call it from a worker thread. `close` waits for the pending writes."""
+
+    def __init__(self, store: Callable[[], Store], recent: int = 10_000, max_pending: int = 10_000) -> None:
+        self._store = store
+        self._recent = MemoryIssuedCards(recent)
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="oligocds-issued-cards")
+        self._pending = 0
+        self._max_pending = max_pending
+        self._lock = threading.Lock()
+
+    def record(self, patient: str, cards: Iterable[Mapping[str, Any]], service: str | None = None) -> None:
+        now = int(time.time())
+        found = [(card["uuid"], issued(patient, card)) for card in cards]
+        if not found:
+            return
+        self._recent.put(found)
+        rows = [IssuedCardRecord(uuid, service, c.patient, c.rule, c.code, c.ruleset_version, now) for uuid, c in found]
+        with self._lock:
+            if self._pending >= self._max_pending:
+                log.warning("issued cards not stored (%d cards): write backlog full", len(rows))
+                return
+            self._pending += 1
+        try:
+            self._writer.submit(self._write, rows)
+        except RuntimeError:  # shut down
+            self._done()
+            log.warning("issued cards not stored (%d cards): shutting down", len(rows))
+
+    def _write(self, rows: Sequence[IssuedCardRecord]) -> None:
+        try:
+            self._store().remember_cards(rows)
+        except Exception as exc:  # logged, never raised: nobody waits for this write
+            log.warning("issued cards not stored (%d cards): %s", len(rows), type(exc).__name__)
+        finally:
+            self._done()
+
+    def _done(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    def find(self, card_uuid: str) -> IssuedCard | None:
+        recent = self._recent.find(card_uuid)
+        if recent is not None:
+            return recent
+        row = self._store().issued_card(card_uuid)
+        return IssuedCard(row.patient, row.rule, row.code, row.ruleset_version) if row else None
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
 
 
 def issued(patient: str, card: Mapping[str, Any]) -> IssuedCard:

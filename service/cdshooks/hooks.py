@@ -47,6 +47,10 @@ class CdsState:
     issued: IssuedCards = field(default_factory=MemoryIssuedCards)
     fetcher: PrefetchFetcher = field(default_factory=NoFetcher)
 
+    def close(self) -> None:
+        """At app shutdown: finish the pending writes of issued cards."""
+        self.issued.close()
+
 
 FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
@@ -82,7 +86,7 @@ class CdsHooks:
         # CPU-bound under the GIL: evaluated on the event loop, first come first served (see docs/performance.md)
         cards = self._cards(call, prefetched)
         response = {"cards": [prune(c) for c in cards]}
-        self.state.issued.record(call.patient, response["cards"])
+        self.state.issued.record(call.patient, response["cards"], service_id)  # written in the background
         self.state.cache.put(key, response)
         log.info(
             "cds %s %s hookInstance=%s cards=%d", service_id, call.service.hook, call.request.hookInstance, len(cards)
@@ -90,8 +94,8 @@ class CdsHooks:
         return response
 
     def feedback(self, service_id: str, body: bytes) -> int:
-        """Store the feedback items (idempotent), each with the card it is about when this replica issued it;
-        return how many were new. Blocks on the feedback store (database I/O)."""
+        """Store the feedback items (idempotent), each with the card it is about when one of the replicas issued
+        it; return how many were new. Blocks on the feedback store and the issued cards (database I/O)."""
         self._services(service_id)
         items = [_feedback(i) for i in wire.read(wire.FeedbackJson, wire.load(body)).feedback]
         return self.state.feedback.add(service_id, [(i, self.state.issued.find(i.card)) for i in items])

@@ -7,7 +7,7 @@ writes happen inside `Store.transaction()`: the effects of one Kafka batch or on
 or not at all.
 
 The same database holds what CDS Hooks replicas must share (cds-hooks.md §7, §8 check 8): the client-JWT `jti`
-values seen per issuer, and card feedback.
+values seen per issuer, card feedback, and the cards issued (to match feedback to its card on any replica).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+ISSUED_CARDS_KEPT_S = 30 * 24 * 3600  # issued cards older than this are deleted (their feedback: unmatched)
 
 
 class StoreError(Exception):
@@ -73,6 +75,19 @@ class FeedbackCount:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class IssuedCardRecord:
+    """A card issued by a replica, kept so that feedback about it is matched by any replica (cds-hooks.md §7)."""
+
+    uuid: str
+    service: str | None
+    patient: str  # "Patient/<id>"
+    rule: str
+    code: str
+    ruleset_version: str
+    issued_at: int  # epoch seconds
+
+
 class StoreTx(Protocol):
     """One open database transaction."""
 
@@ -122,6 +137,13 @@ class Store(Protocol):
 
     def feedback_counts(self, service: str) -> list[FeedbackCount]:
         """The stored feedback of `service`, counted per (rule, code, outcome, reason)."""
+
+    def remember_cards(self, cards: Sequence[IssuedCardRecord]) -> None:
+        """Store the issued cards in one transaction; a uuid held already is kept as it is. Rows issued more than
+        `ISSUED_CARDS_KEPT_S` ago are deleted now and then (at most once an hour per store object)."""
+
+    def issued_card(self, uuid: str) -> IssuedCardRecord | None:
+        """The issued card with this uuid, or None."""
 
     def ping(self) -> None:
         """Raise StoreError unless the database answers."""

@@ -6,6 +6,7 @@ on another, so replicas that start together migrate once.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 
@@ -15,7 +16,7 @@ from psycopg.rows import TupleRow
 from psycopg_pool import ConnectionPool
 
 from service.store import sqltx
-from service.store.base import FeedbackCount, FeedbackRecord, StoredResult, StoreError, StoreTx
+from service.store.base import FeedbackCount, FeedbackRecord, IssuedCardRecord, StoredResult, StoreError, StoreTx
 from service.store.schema import POSTGRESQL, migrate
 from service.store.sqltx import PurgeClock, Queries, Rows, SqlTx, cursor_rows, read_offset, read_result
 
@@ -71,6 +72,7 @@ class PostgresStore:
         )
         self._pool.open(wait=False)
         self._jti_purge = PurgeClock()
+        self._cards_purge = PurgeClock(sqltx.CARDS_PURGE_INTERVAL_S)
 
     @contextmanager
     def transaction(self) -> Iterator[StoreTx]:
@@ -104,6 +106,17 @@ class PostgresStore:
     def feedback_counts(self, service: str) -> list[FeedbackCount]:
         with self._reader() as rows:
             return sqltx.feedback_counts(rows, _QUERIES, service)
+
+    def remember_cards(self, cards: Sequence[IssuedCardRecord]) -> None:
+        with _translated(), self._pool.connection() as conn, conn.transaction():
+            rows = cursor_rows(conn.cursor(), _ERRORS)
+            if self._cards_purge.due(time.time()):
+                sqltx.purge_cards(rows, _QUERIES, time.time())
+            sqltx.remember_cards(rows, _QUERIES, cards)
+
+    def issued_card(self, uuid: str) -> IssuedCardRecord | None:
+        with self._reader() as rows:
+            return sqltx.issued_card(rows, _QUERIES, uuid)
 
     def ping(self) -> None:
         with self._reader(PING_TIMEOUT_S) as rows:

@@ -62,6 +62,19 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (service, item_key)
         )""",
     ),
+    (  # 3: cards issued by any replica, so that feedback reaching another replica is matched (cds-hooks.md §7)
+        # issued_at in epoch seconds; rows older than 30 days are deleted now and then
+        """CREATE TABLE cds_issued_cards (
+            uuid TEXT PRIMARY KEY,
+            service TEXT,
+            patient TEXT NOT NULL,
+            rule TEXT NOT NULL,
+            code TEXT NOT NULL,
+            ruleset_version TEXT NOT NULL,
+            issued_at BIGINT NOT NULL
+        )""",
+        "CREATE INDEX cds_issued_cards_by_time ON cds_issued_cards (issued_at)",
+    ),
 )
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 
 from service.store import sqltx
-from service.store.base import FeedbackCount, FeedbackRecord, StoredResult, StoreError, StoreTx
+from service.store.base import FeedbackCount, FeedbackRecord, IssuedCardRecord, StoredResult, StoreError, StoreTx
 from service.store.schema import SQLITE, migrate
 from service.store.sqltx import PurgeClock, Queries, Rows, SqlTx, cursor_rows, read_offset, read_result
 
@@ -41,6 +42,7 @@ class SqliteStore:
             raise StoreError(f"cannot open the SQLite store: {exc}") from exc
         self._rows = cursor_rows(self._conn.cursor(), _ERRORS)
         self._jti_purge = PurgeClock()
+        self._cards_purge = PurgeClock(sqltx.CARDS_PURGE_INTERVAL_S)
         self._configure()
         with self._write() as rows:
             migrate(rows, SQLITE)
@@ -92,6 +94,16 @@ class SqliteStore:
     def feedback_counts(self, service: str) -> list[FeedbackCount]:
         with self._lock:
             return sqltx.feedback_counts(self._rows, _QUERIES, service)
+
+    def remember_cards(self, cards: Sequence[IssuedCardRecord]) -> None:
+        with self._write() as rows:
+            if self._cards_purge.due(time.time()):
+                sqltx.purge_cards(rows, _QUERIES, time.time())
+            sqltx.remember_cards(rows, _QUERIES, cards)
+
+    def issued_card(self, uuid: str) -> IssuedCardRecord | None:
+        with self._lock:
+            return sqltx.issued_card(self._rows, _QUERIES, uuid)
 
     def ping(self) -> None:
         with self._lock:

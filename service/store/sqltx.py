@@ -13,7 +13,15 @@ from typing import Any, Protocol
 import orjson
 
 from service.store import merge
-from service.store.base import FeedbackCount, FeedbackRecord, Merge, StoredResult, StoreError
+from service.store.base import (
+    ISSUED_CARDS_KEPT_S,
+    FeedbackCount,
+    FeedbackRecord,
+    IssuedCardRecord,
+    Merge,
+    StoredResult,
+    StoreError,
+)
 from service.store.merge import Write
 from service.store.schema import Dialect
 
@@ -53,13 +61,24 @@ _FEEDBACK_COUNTS = (
     "SELECT rule, code, outcome, reason_system, reason_code, COUNT(*) FROM cds_feedback WHERE service = ?"
     " GROUP BY rule, code, outcome, reason_system, reason_code"
 )
+_INSERT_CARDS = (
+    "INSERT INTO cds_issued_cards (uuid, service, patient, rule, code, ruleset_version, issued_at) VALUES {values}"
+    " ON CONFLICT (uuid) DO NOTHING"
+)
+_ISSUED_CARD = (
+    "SELECT uuid, service, patient, rule, code, ruleset_version, issued_at FROM cds_issued_cards WHERE uuid = ?"
+)
+_PURGE_CARDS = "DELETE FROM cds_issued_cards WHERE issued_at < ?"
 JTI_PURGE_INTERVAL_S = 60.0
+CARDS_PURGE_INTERVAL_S = 3600.0
+CARDS_PER_INSERT = 100  # rows per INSERT statement (SQLite allows 32766 parameters, 7 per row)
 
 
 @dataclass(frozen=True, slots=True)
 class Queries:
     """The store's statements in one dialect."""
 
+    dialect: Dialect
     get_resource: str
     put_resource: str
     delete_resource: str
@@ -73,17 +92,24 @@ class Queries:
     purge_jti: str
     add_feedback: str
     feedback_counts: str
+    issued_card: str
+    purge_cards: str
 
     @classmethod
     def of(cls, dialect: Dialect, lock_patient: str | None = None) -> Queries:
         raw = (_GET_RESOURCE, _PUT_RESOURCE, _DELETE_RESOURCE, _PATIENT_RESOURCES)
         more = (_GET_RESULT, _PUT_RESULT, _GET_OFFSET, _PUT_OFFSET, lock_patient)
-        cds = (_REMEMBER_JTI, _PURGE_JTI, _ADD_FEEDBACK, _FEEDBACK_COUNTS)
+        cds = (_REMEMBER_JTI, _PURGE_JTI, _ADD_FEEDBACK, _FEEDBACK_COUNTS, _ISSUED_CARD, _PURGE_CARDS)
         return cls(
+            dialect,
             *(dialect.sql(q) for q in raw),
             *(dialect.sql(q) if q else None for q in more),
             *(dialect.sql(q) for q in cds),
         )
+
+    def insert_cards(self, n: int) -> str:
+        """The INSERT of `n` issued cards in one statement."""
+        return self.dialect.sql(_INSERT_CARDS.format(values=", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * n)))
 
 
 class Cursor(Protocol):
@@ -170,6 +196,31 @@ def feedback_counts(rows: Rows, queries: Queries, service: str) -> list[Feedback
         FeedbackCount(rule, code, outcome, (system, reason) if system is not None else None, int(n))
         for rule, code, outcome, system, reason, n in found
     ]
+
+
+def remember_cards(rows: Rows, queries: Queries, cards: Sequence[IssuedCardRecord]) -> None:
+    """`Store.remember_cards` on `rows`, inside the caller's transaction (a statement per `CARDS_PER_INSERT`)."""
+    for start in range(0, len(cards), CARDS_PER_INSERT):
+        chunk = cards[start : start + CARDS_PER_INSERT]
+        params = [
+            value
+            for c in chunk
+            for value in (c.uuid, c.service, c.patient, c.rule, c.code, c.ruleset_version, int(c.issued_at))
+        ]
+        rows(queries.insert_cards(len(chunk)), params)
+
+
+def purge_cards(rows: Rows, queries: Queries, now: float) -> None:
+    """Delete the issued cards older than `ISSUED_CARDS_KEPT_S`."""
+    rows(queries.purge_cards, (math.floor(now - ISSUED_CARDS_KEPT_S),))
+
+
+def issued_card(rows: Rows, queries: Queries, uuid: str) -> IssuedCardRecord | None:
+    found = rows(queries.issued_card, (uuid,))
+    if not found:
+        return None
+    card, service, patient, rule, code, version, issued_at = found[0]
+    return IssuedCardRecord(card, service, patient, rule, code, version, int(issued_at))
 
 
 class SqlTx:

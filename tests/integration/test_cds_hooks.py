@@ -462,3 +462,25 @@ def test_a_patient_id_that_is_not_a_fhir_id_is_refused(client: httpx.Client) -> 
     request = hook_request("patient-view", {"Patient": {"resourceType": "Patient", "id": "example-1"}})
     request["context"]["patientId"] = "1&_include=*"
     assert "patientId" in outcome(client.post(PV, json=request), 400)
+
+
+def _latency_count(metrics: str, service: str) -> float:
+    line = next(
+        (x for x in metrics.splitlines() if x.startswith(f'oligocds_cds_service_seconds_count{{service="{service}"}}')),
+        None,
+    )
+    return float(line.split()[1]) if line else 0.0
+
+
+def test_latency_is_measured_per_service_id(client: httpx.Client) -> None:
+    before = client.get("/metrics").text
+    post(client, PV, hook_request("patient-view", omd_prefetch()))
+    post(client, PV, hook_request("patient-view", omd_prefetch()))
+    post(client, ORDERS, hook_request("order-sign", omd_prefetch(), orders=[ZA]))
+    client.post("/cds-services/no-such-service", content=b"{}", headers=JSON)
+    after = client.get("/metrics").text
+    grew = {
+        s: _latency_count(after, s) - _latency_count(before, s)
+        for s in ("oligocds-patient-view", "oligocds-orders", "unknown")
+    }
+    assert grew == {"oligocds-patient-view": 2.0, "oligocds-orders": 1.0, "unknown": 1.0}

@@ -1,9 +1,10 @@
-"""Two replicas behind one public URL share the replay store and the feedback (cds-hooks.md §7, §8 check 8): two
-running servers, each with its own container and store connection pool, on ONE PostgreSQL database."""
+"""Two replicas behind one public URL share the replay store, the feedback and the issued cards (cds-hooks.md §7,
+§8 check 8): two running servers, each with its own container and store connection pool, on ONE PostgreSQL database."""
 
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -106,3 +107,35 @@ def test_feedback_posted_to_one_replica_is_counted_by_the_other(replicas: tuple[
     )
     labels = 'code="mdt-review",outcome="overridden",rule="MDT-01",service="oligocds-patient-view"'
     assert f"oligocds_cds_feedback_total{{{labels}}} 1.0" in httpx.get(f"{b}/metrics").text
+
+
+def test_feedback_on_a_card_of_one_replica_is_matched_by_the_other(
+    replicas: tuple[str, str], key: KeyPair, fresh_pg_dsn: str
+) -> None:
+    a, b = replicas
+    response = httpx.post(f"{a}{PV}", json=hook_request("patient-view", omd_prefetch()), headers=auth(key, PV))
+    assert response.status_code == 200, response.text
+    mdt = next(c for c in response.json()["cards"] if code_of(c) == "mdt-review")
+    wait_for_card(fresh_pg_dsn, mdt["uuid"])  # A writes its issued cards in the background
+    item = {"card": mdt["uuid"], "outcome": "overridden", "outcomeTimestamp": "2026-11-26T10:00:00Z"}
+    posted = httpx.post(f"{b}{PV}/feedback", json={"feedback": [item]}, headers=auth(key, PV))
+    assert posted.status_code == 200, posted.text
+    path = f"{PV}/feedback/summary"
+    summary = httpx.get(f"{b}{path}", headers=auth(key, path))
+    assert summary.status_code == 200, summary.text
+    assert summary.json()["rules"] == [
+        {"rule": "MDT-01", "code": "mdt-review", "accepted": 0, "overridden": 1},
+    ]
+    assert summary.json()["unmatched"] == {"accepted": 0, "overridden": 0}
+
+
+def wait_for_card(dsn: str, card_uuid: str, timeout_s: float = 10.0) -> None:
+    """Poll the shared store until the card issued by a replica is there (its write is asynchronous)."""
+    store = open_store(dsn)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while store.issued_card(card_uuid) is None:
+            assert time.monotonic() < deadline, f"card {card_uuid} not stored within {timeout_s} s"
+            time.sleep(0.02)
+    finally:
+        store.close()

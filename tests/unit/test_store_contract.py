@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from service.store import Merge, Store, StoredResult, StoreError, open_store
-from service.store.base import FeedbackRecord
+from service.store.base import ISSUED_CARDS_KEPT_S, FeedbackRecord, IssuedCardRecord
 from service.store.schema import current_version
 
 P1, P2 = "Patient/p1", "Patient/p2"
@@ -355,6 +355,53 @@ def test_feedback_batch_is_all_or_nothing(store: Store) -> None:
     with pytest.raises(StoreError):
         store.add_feedback([feedback("ok"), feedback("bad", outcome=None)])  # NOT NULL
     assert store.feedback_counts("svc") == []
+
+
+def card(uuid: str = "u1", rule: str = "MDT-01", issued_at: int | None = None, **extra: Any) -> IssuedCardRecord:
+    when = int(time.time()) if issued_at is None else issued_at
+    fields: dict[str, Any] = {"service": "svc", "patient": P1, "code": "mdt-review", "ruleset_version": "1.0.0"}
+    return IssuedCardRecord(uuid=uuid, rule=rule, issued_at=when, **{**fields, **extra})
+
+
+def test_issued_cards_remembered_and_found(store: Store) -> None:
+    cards = [card("u1"), card("u2", rule="OMD-01", code="omd", service=None, patient=P2)]
+    store.remember_cards(cards)
+    assert store.issued_card("u1") == cards[0]
+    assert store.issued_card("u2") == cards[1]
+    assert store.issued_card("unknown") is None
+    store.remember_cards([])
+
+
+def test_issued_cards_duplicates_are_ignored(store: Store) -> None:
+    first, other = card("u1"), card("u3")
+    store.remember_cards([first, card("u1", rule="in-the-same-batch")])
+    store.remember_cards([card("u1", rule="later"), other])  # a held uuid does not fail the batch
+    assert store.issued_card("u1") == first
+    assert store.issued_card("u3") == other
+
+
+def test_issued_cards_in_batches_larger_than_one_statement(store: Store) -> None:
+    cards = [card(f"u{n}") for n in range(250)]
+    store.remember_cards(cards)
+    assert [store.issued_card(f"u{n}") for n in (0, 99, 100, 249)] == [cards[n] for n in (0, 99, 100, 249)]
+
+
+def test_old_issued_cards_are_deleted(url: str) -> None:
+    old = int(time.time()) - ISSUED_CARDS_KEPT_S - 60
+    first = open_store(url)
+    try:
+        first.remember_cards([card("old", issued_at=old)])  # the first call purges before inserting
+        first.remember_cards([card("new")])  # no purge within the hour on one store object
+        assert first.issued_card("old") is not None
+    finally:
+        first.close()
+    second = open_store(url)  # another store object: purges on its first call
+    try:
+        second.remember_cards([card("newer")])
+        assert second.issued_card("old") is None
+        assert second.issued_card("new") is not None and second.issued_card("newer") is not None
+    finally:
+        second.close()
 
 
 # --- health and URLs ----------------------------------------------------------------------------------------------
