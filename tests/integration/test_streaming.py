@@ -281,6 +281,7 @@ def test_a_second_worker_joining_mid_run_shares_the_partitions_without_loss_or_r
     try:
         asyncio.run(produce(kafka_broker.bootstrap, topics["input"], messages[:third]))
         second = start_worker(env, tmp_path / "second.log")
+        asyncio.run(_wait_assigned(second))  # the rebalance is done: the rest is shared between the two
         asyncio.run(produce(kafka_broker.bootstrap, topics["input"], messages[third:]))
         asyncio.run(wait_group_done(kafka_broker.bootstrap, group, topics["input"]))
         consumed = [_metric(w, "oligocds_kafka_consumed_total") for w in (first, second)]
@@ -292,6 +293,15 @@ def test_a_second_worker_joining_mid_run_shares_the_partitions_without_loss_or_r
     records = asyncio.run(read_all(kafka_broker.bootstrap, topics["output"]))
     _assert_final_results_match_batch(records, people, container)
     _assert_no_repeated_results(records)
+
+
+async def _wait_assigned(worker: WorkerProcess, timeout: float = 60.0) -> None:
+    """Until the worker reports lag for at least one input partition (it does so for the partitions it owns)."""
+    for _ in range(int(timeout / 0.1)):
+        if "oligocds_kafka_lag{" in worker.metrics():
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the second worker got no partition")
 
 
 def _metric(worker: WorkerProcess, name: str) -> float:
