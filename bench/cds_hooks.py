@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -42,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # `python bench/cds_hooks.py` puts bench/, not the project, on the path
 
 from bench.bundles import BUNDLE_SIZE, bundle_bytes  # noqa: E402
-from bench.evaluate import HttpRun, cpus, pin_to, process_cpu_s, target_line, verdict, wait_ready  # noqa: E402
+from bench.evaluate import HttpRun, cpus, pin_to, process_cpu_s, server_process, target_line, verdict  # noqa: E402
 from tests.jwt_keys import KeyPair, bearer, claims, es384_key, mint, write_jwks  # noqa: E402
 from tests.server import free_port  # noqa: E402
 
@@ -126,29 +124,6 @@ class Tokens:
 # --- servers ------------------------------------------------------------------------------------------------
 def base_url(port: int) -> str:
     return f"http://127.0.0.1:{port}"
-
-
-@contextmanager
-def server_process(cpu: int, port: int, settings: Mapping[str, str], log: Path) -> Iterator[tuple[str, int]]:
-    """`python -m service serve` on `port` in its own process, pinned to `cpu`, configured by `settings` alone
-    (OLIGOCDS_* variables of this environment are not passed on)."""
-    url = base_url(port)
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("OLIGOCDS_")}
-    env = {**clean, "OLIGOCDS_HOST": "127.0.0.1", "OLIGOCDS_PORT": str(port), **settings}
-    with tempfile.TemporaryDirectory() as cwd, open(log, "wb") as out:
-        cmd = [sys.executable, "-m", "service", "serve"]
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-        try:
-            pin_to(cpu, proc.pid)
-            wait_ready(url, proc, log)
-            yield url, proc.pid
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 @contextmanager

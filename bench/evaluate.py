@@ -26,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import date
@@ -268,22 +268,18 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path = SERVER_LOG, 
 
 
 @contextmanager
-def server_process(cpu: int) -> Iterator[tuple[str, int]]:
-    """`oligocds serve` in its own process (no GIL shared with the load generator), pinned to `cpu`."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "OLIGOCDS_ENV": "development",
-        "OLIGOCDS_HOST": "127.0.0.1",
-        "OLIGOCDS_PORT": str(port),
-    }
-    with tempfile.TemporaryDirectory() as cwd, open(SERVER_LOG, "wb") as log:
+def server_process(cpu: int, port: int, settings: Mapping[str, str], log: Path) -> Iterator[tuple[str, int]]:
+    """`python -m service serve` on `port` in its own process (no GIL shared with the load generator), pinned to
+    `cpu`, configured by `settings` alone (OLIGOCDS_* variables of this environment are not passed on)."""
+    url = f"http://127.0.0.1:{port}"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OLIGOCDS_")}
+    env = {**clean, "OLIGOCDS_HOST": "127.0.0.1", "OLIGOCDS_PORT": str(port), **settings}
+    with tempfile.TemporaryDirectory() as cwd, open(log, "wb") as out:
         cmd = [sys.executable, "-m", "service", "serve"]
-        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
         try:
             pin_to(cpu, proc.pid)
-            url = f"http://127.0.0.1:{port}"
-            wait_ready(url, proc)
+            wait_ready(url, proc, log)
             yield url, proc.pid
         finally:
             proc.terminate()
@@ -327,7 +323,7 @@ async def http_run(url: str, pid: int, concurrency: int, warmup: list[bytes], bo
 
 def measure_http(fresh: Fresh, counts: Counts, cpu: int) -> list[HttpRun]:
     runs = []
-    with server_process(cpu) as (url, pid):
+    with server_process(cpu, free_port(), {"OLIGOCDS_ENV": "development"}, SERVER_LOG) as (url, pid):
         for concurrency, requests in counts.http.items():
             warmup = fresh.take(max(counts.warmup, 2 * concurrency))
             runs.append(asyncio.run(http_run(url, pid, concurrency, warmup, fresh.take(requests))))
