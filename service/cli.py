@@ -33,7 +33,7 @@ def serve() -> None:
     app_ = create_app(settings)
     _settle_heap()
     # uvicorn's own access log would print raw paths; ours logs route templates with a request id instead
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(app_, host=settings.host, port=settings.port, http="httptools", log_level="warning", access_log=False)
 
 
 def _settle_heap() -> None:
@@ -62,7 +62,7 @@ def worker() -> None:
         raise typer.Exit(2)
     app_ = create_app(settings, worker_only=True)
     _settle_heap()
-    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning", access_log=False)
+    uvicorn.run(app_, host=settings.host, port=settings.port, http="httptools", log_level="warning", access_log=False)
 
 
 @app.command()
