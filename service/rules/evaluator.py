@@ -99,7 +99,7 @@ class _State:
         name = rule.derive.fact
         if true_idx:
             value, cond = cases[true_idx[0]]
-            fact = known(name, value, self._sources(self.patient, cond))
+            fact = known(name, value, _sources(self._used(self.patient, cond)))
         else:
             roots: list[str] = []
             if open_idx:
@@ -118,12 +118,14 @@ class _State:
 
     # --- outcomes -----------------------------------------------------------------------------------------
     def outcomes(self, part: Part, hits: set[tuple[tuple[str, int, str], int]]) -> None:
+        key = part.key
         for index, outcome in enumerate(part.rule.outcomes):
             subjects = [self.patient] if outcome.level == "patient" else self.lesions
+            true, possible = (key, index, "T"), (key, index, "P")
             for subject in subjects:
-                if ((part.key, index, "T"), subject.key) in hits:
+                if (true, subject.key) in hits:
                     self._fire(part.rule, outcome, subject)
-                elif ((part.key, index, "P"), subject.key) in hits:
+                elif (possible, subject.key) in hits:
                     self._block(part.rule.id, subject, outcome.when)
 
     def _fire(self, rule: Rule, outcome: Outcome, subject: _Subject) -> None:
@@ -139,10 +141,11 @@ class _State:
             fact = self.fact(subject, name)
             if fact is not None and fact.status is FactStatus.CONFLICTING:
                 self._add_issue("conflicting-input", name, rule.id, f"{label(name)}: conflicting values")
-        evidence = self._sources(subject, outcome.when)
+        used = self._used(subject, outcome.when)
+        evidence = _sources(used)
         if subject.lesion:
             evidence = [subject.lesion, *[e for e in evidence if e != subject.lesion]]
-        inputs = self._inputs(subject, outcome.when)
+        inputs = _inputs(used)
         thresholds = list(outcome.thresholds or rule.thresholds)
         self.recs.append(
             Recommendation(
@@ -202,31 +205,8 @@ class _State:
 
     # --- explanation --------------------------------------------------------------------------------------
     def _used(self, subject: _Subject, cond: Condition) -> list[Fact]:
-        seen: list[str] = []
-        for name in facts_of(cond):
-            if name not in seen:
-                seen.append(name)
-        return [f for f in (self.fact(subject, n) for n in seen) if f is not None and f.usable]
-
-    def _sources(self, subject: _Subject, cond: Condition) -> list[str]:
-        out: list[str] = []
-        for fact in self._used(subject, cond):
-            out.extend(s for s in fact.sources if s not in out)
-        return out
-
-    def _inputs(self, subject: _Subject, cond: Condition) -> dict[str, dict[str, Any]]:
-        """Each input used: value, and where known its date, derivation and source resources."""
-        out: dict[str, dict[str, Any]] = {}
-        for f in self._used(subject, cond):
-            info: dict[str, Any] = {"value": f.value}
-            if f.effective:
-                info["date"] = f.effective.isoformat()
-            if f.derived:
-                info["derived"] = True
-            if f.sources:
-                info["sources"] = list(f.sources)
-            out[f.name] = info
-        return out
+        """The usable facts `cond` reads, in the order it names them."""
+        return [f for f in (self.fact(subject, n) for n in _names(cond)) if f is not None and f.usable]
 
     def finish(self) -> RuleResults:
         recs = sorted(self.recs, key=lambda r: (r.rule, r.code, r.lesion or ""))
@@ -234,6 +214,42 @@ class _State:
         issues = [Issue(code, name, tuple(rules), detail) for (code, name), (rules, detail) in self.issues.items()]
         issues.extend(_input_issue(i) for i in self.pf.issues)
         return RuleResults(recs, _merge_issues(issues), self.fired_rules)
+
+
+# (condition, its fact names once each): conditions belong to a loaded ruleset and never change; the identity
+# check keeps an id reused after a reload from answering for another condition.
+_NAMES: dict[int, tuple[Condition, tuple[str, ...]]] = {}
+
+
+def _names(cond: Condition) -> tuple[str, ...]:
+    held = _NAMES.get(id(cond))
+    if held is not None and held[0] is cond:
+        return held[1]
+    names = tuple(dict.fromkeys(facts_of(cond)))
+    _NAMES[id(cond)] = (cond, names)
+    return names
+
+
+def _sources(used: list[Fact]) -> list[str]:
+    out: list[str] = []
+    for fact in used:
+        out.extend(s for s in fact.sources if s not in out)
+    return out
+
+
+def _inputs(used: list[Fact]) -> dict[str, dict[str, Any]]:
+    """Each input used: value, and where known its date, derivation and source resources."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in used:
+        info: dict[str, Any] = {"value": f.value}
+        if f.effective:
+            info["date"] = f.effective.isoformat()
+        if f.derived:
+            info["derived"] = True
+        if f.sources:
+            info["sources"] = list(f.sources)
+        out[f.name] = info
+    return out
 
 
 def _pick(values: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
