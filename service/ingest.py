@@ -105,8 +105,12 @@ class Ingestor:
         for group in message.parsed.patients:
             tx.lock_patient(group.patient)
             for resource in group.resources:
-                if tx.upsert(group.patient, resource).changed:
+                upserted = tx.upsert(group.patient, resource)
+                if upserted.changed:
                     changed[group.patient] = None
+                if upserted.left is not None and upserted.left not in changed:  # moved away: re-evaluate them too
+                    tx.lock_patient(upserted.left)
+                    changed[upserted.left] = None
         return list(changed)
 
     def evaluate(self, tx: StoreTx, patient: str, day: date) -> dict[str, Any] | None:

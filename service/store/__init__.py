@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.store.base import Merge, Store, StoredResult, StoreError, StoreTx
+from service.store.base import Merge, Store, StoredResult, StoreError, StoreTx, Upserted
 
-__all__ = ["Merge", "Store", "StoreError", "StoreTx", "StoredResult", "open_store"]
+__all__ = ["Merge", "Store", "StoreError", "StoreTx", "StoredResult", "Upserted", "open_store"]
 
 
 def open_store(url: str) -> Store:

@@ -41,6 +41,20 @@ class Merge(enum.Enum):
 
 
 @dataclass(frozen=True, slots=True)
+class Upserted:
+    """What `StoreTx.upsert` did; `left` is the patient the resource was stored under before when this copy took it
+    away from them (it now belongs to another patient, or an entered-in-error copy sent for another patient removed
+    it): that patient's state changed too."""
+
+    merge: Merge
+    left: str | None = None
+
+    @property
+    def changed(self) -> bool:
+        return self.merge.changed
+
+
+@dataclass(frozen=True, slots=True)
 class StoredResult:
     patient: str
     body: bytes  # the per-patient JSON object, exactly as published
@@ -97,7 +111,7 @@ class StoreTx(Protocol):
     def lock_patient(self, patient: str) -> None:
         """Serialise writers of one patient until the transaction ends (PostgreSQL advisory lock)."""
 
-    def upsert(self, patient: str, resource: Mapping[str, Any]) -> Merge:
+    def upsert(self, patient: str, resource: Mapping[str, Any]) -> Upserted:
         """Merge one validated resource into the patient's state (rules in docs/streaming.md)."""
 
     def delete(self, resource_type: str, resource_id: str) -> str | None:

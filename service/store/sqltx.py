@@ -18,9 +18,9 @@ from service.store.base import (
     FeedbackCount,
     FeedbackRecord,
     IssuedCardRecord,
-    Merge,
     StoredResult,
     StoreError,
+    Upserted,
 )
 from service.store.merge import Write
 from service.store.schema import Dialect
@@ -251,12 +251,15 @@ class SqlTx:
         if self._q.lock_patient is not None:
             self._rows(self._q.lock_patient, (patient,))
 
-    def upsert(self, patient: str, resource: Mapping[str, Any]) -> Merge:
+    def upsert(self, patient: str, resource: Mapping[str, Any]) -> Upserted:
         new = merge.incoming(patient, resource)
-        decision = merge.decide(new, self._stored(new.key))
-        if decision.write is not Write.NOTHING:
-            self._put(new, live=decision.write is Write.LIVE)
-        return decision.merge
+        old = self._stored(new.key)
+        decision = merge.decide(new, old)
+        if decision.write is Write.NOTHING:
+            return Upserted(decision.merge)
+        self._put(new, live=decision.write is Write.LIVE)
+        left = old.patient if old is not None and old.live and old.patient != new.patient else None
+        return Upserted(decision.merge, left)
 
     def delete(self, resource_type: str, resource_id: str) -> str | None:
         found = self._rows(self._q.delete_resource, (f"{resource_type}/{resource_id}",))

@@ -126,6 +126,33 @@ def test_delete_entry_and_entered_in_error_remove_a_resource(client: httpx.Clien
     assert _stored(client, pid).json()["assessment"] == base["assessment"]
 
 
+def test_a_resource_that_moves_to_another_patient_leaves_the_first_one(client: httpx.Client) -> None:
+    bundle = _bundle()
+    pid = _patient(bundle)
+    base = _ingest(client, bundle)
+    extra = copy.deepcopy(_metastasis_entry(bundle))
+    extra["resource"]["id"] = "moving-met"
+    grown = _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [extra]})
+    assert grown["assessment"] != base["assessment"]
+    # The same Condition id, now recorded for another patient (a corrected patient link).
+    other = copy.deepcopy(next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"))
+    other["resource"]["id"] = "moved-to"
+    other.pop("fullUrl", None)
+    moved = copy.deepcopy(extra)
+    moved["resource"]["subject"] = {"reference": "Patient/moved-to"}
+    moved.pop("fullUrl", None)
+    response = client.post(
+        "/ingest",
+        content=json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [other, moved]}),
+        headers=FHIR,
+    )
+    assert response.status_code == 200, response.text
+    results = {r["patient"]: r for r in response.json()["results"]}
+    assert set(results) == {"Patient/moved-to", f"Patient/{pid}"}, "the patient left behind is re-evaluated too"
+    assert results[f"Patient/{pid}"]["assessment"] == base["assessment"]
+    assert _stored(client, pid).json()["assessment"] == base["assessment"]
+
+
 def test_an_older_version_is_ignored(client: httpx.Client) -> None:
     bundle = _bundle()
     pid = _patient(bundle)

@@ -51,7 +51,7 @@ def store(url: str) -> Iterator[Store]:
 
 def upsert(store: Store, patient: str, resource: dict[str, Any]) -> Merge:
     with store.transaction() as tx:
-        return tx.upsert(patient, resource)
+        return tx.upsert(patient, resource).merge
 
 
 def resources(store: Store, patient: str) -> list[dict[str, Any]]:
@@ -143,6 +143,21 @@ def test_patient_move(store: Store) -> None:
     assert resources(store, P2) == [obs()]
     with store.transaction() as tx:
         assert tx.delete("Observation", "o1") == P2
+
+
+def test_a_move_names_the_patient_left_behind(store: Store) -> None:
+    with store.transaction() as tx:
+        assert tx.upsert(P1, obs()).left is None  # first copy
+        assert tx.upsert(P1, obs(valueString="x")).left is None  # same patient
+        moved = tx.upsert(P2, obs(valueString="x"))
+        assert (moved.merge, moved.left) == (Merge.UPDATED, P1)
+        assert tx.upsert(P1, obs("o9", "2020-01-01T00:00:00Z")).left is None
+        older = tx.upsert(P2, obs("o9", "2019-01-01T00:00:00Z"))
+        assert (older.merge, older.left) == (Merge.IGNORED_OLDER, None)  # ignored: P1 keeps it
+        removed = tx.upsert(P2, obs("o9", "2021-01-01T00:00:00Z", status="entered-in-error"))
+        assert (removed.merge, removed.left) == (Merge.DELETED, P1)
+    assert resources(store, P1) == []
+    assert resources(store, P2) == [obs(valueString="x")]
 
 
 def test_resources_in_type_then_key_order(store: Store) -> None:
