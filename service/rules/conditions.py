@@ -134,12 +134,15 @@ def _atom_truth(atom: Atom, values: Values) -> Truth:
     return Truth.TRUE if ok else Truth.FALSE
 
 
+_NOT = {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE, Truth.UNDECIDED: Truth.UNDECIDED}
+
+
 def truth(cond: Condition, values: Values) -> Truth:
     if isinstance(cond, Atom):
         return _atom_truth(cond, values)
     if isinstance(cond, Not):
         inner = truth(cond.item, values)
-        return {Truth.TRUE: Truth.FALSE, Truth.FALSE: Truth.TRUE}.get(inner, Truth.UNDECIDED)
+        return _NOT[inner]
     results = [truth(item, values) for item in cond.items]
     stop, keep = (Truth.FALSE, Truth.TRUE) if isinstance(cond, All) else (Truth.TRUE, Truth.FALSE)
     if stop in results:
@@ -149,18 +152,29 @@ def truth(cond: Condition, values: Values) -> Truth:
 
 def undecided_facts(cond: Condition, values: Values) -> list[str]:
     """The facts whose absence leaves an UNDECIDED condition open (empty when it is decided)."""
-    if truth(cond, values) is not Truth.UNDECIDED:
-        return []
+    value, found = _open(cond, values)
+    return found if value is Truth.UNDECIDED else []
+
+
+def _open(cond: Condition, values: Values) -> tuple[Truth, list[str]]:
+    """The truth of `cond` and, when it is UNDECIDED, the facts that leave it open (in one pass: each
+    sub-condition is evaluated once)."""
     if isinstance(cond, Atom):
-        return [cond.fact]
+        value = _atom_truth(cond, values)
+        return value, [cond.fact] if value is Truth.UNDECIDED else []
     if isinstance(cond, Not):
-        return undecided_facts(cond.item, values)
+        value, inner = _open(cond.item, values)
+        return _NOT[value], inner
+    parts = [_open(item, values) for item in cond.items]
+    stop, keep = (Truth.FALSE, Truth.TRUE) if isinstance(cond, All) else (Truth.TRUE, Truth.FALSE)
+    if any(value is stop for value, _ in parts):
+        return stop, []
+    if all(value is keep for value, _ in parts):
+        return keep, []
     found: list[str] = []
-    for item in cond.items:
-        for fact in undecided_facts(item, values):
-            if fact not in found:
-                found.append(fact)
-    return found
+    for _, facts in parts:  # a decided part contributes no fact
+        found.extend(f for f in facts if f not in found)
+    return Truth.UNDECIDED, found
 
 
 def holding_atoms(cond: Condition, values: Values) -> list[Atom]:

@@ -9,7 +9,17 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from service.rules.compile import compile_stage
-from service.rules.conditions import ConditionError, Truth, durable_clauses, parse, truth, undecided_facts
+from service.rules.conditions import (
+    Atom,
+    Condition,
+    ConditionError,
+    Not,
+    Truth,
+    durable_clauses,
+    parse,
+    truth,
+    undecided_facts,
+)
 from service.rules.engine import RulesEngine, sink_rules
 
 FACTS = ("a", "b", "c")
@@ -136,3 +146,24 @@ def test_deeply_nested_conditions_are_flattened_for_the_engine() -> None:
         deep = {"any": [{"all": [deep, {"b": {"gte": depth}}]}, {"c": depth}]}
     assert _durable_truth(deep, {"a": 0, "b": 9}) is Truth.TRUE
     assert _durable_truth(deep, {"a": 2, "b": 9, "c": 7}) is Truth.FALSE
+
+
+def _undecided_by_definition(cond: Condition, values: dict[str, int]) -> list[str]:
+    """undecided_facts as first written: the facts of the UNDECIDED parts of an UNDECIDED condition, recursively."""
+    if truth(cond, values) is not Truth.UNDECIDED:
+        return []
+    if isinstance(cond, Atom):
+        return [cond.fact]
+    if isinstance(cond, Not):
+        return _undecided_by_definition(cond.item, values)
+    found: list[str] = []
+    for item in cond.items:
+        found.extend(f for f in _undecided_by_definition(item, values) if f not in found)
+    return found
+
+
+@settings(max_examples=500, deadline=None)
+@given(conditions, value_sets)
+def test_undecided_facts_in_one_pass_match_the_definition(raw: dict[str, Any], values: dict[str, int]) -> None:
+    cond = parse(raw, {})
+    assert undecided_facts(cond, values) == _undecided_by_definition(cond, values)
