@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 from service.domain.result import Issue, Recommendation, RulesetInfo
@@ -21,9 +23,23 @@ OVERRIDE_REASONS = (
 
 
 def card_uuid(canonical_base: str, patient: str, rule: str, code: str, lesion: str | None = None) -> str:
-    namespace = uuid.uuid5(uuid.NAMESPACE_URL, canonical_base)
     name = f"{patient}#{rule}#{code}" + (f"#{lesion}" if lesion else "")
-    return str(uuid.uuid5(namespace, name))
+    return uuid5_text(_namespace(canonical_base), name)
+
+
+@cache
+def _namespace(canonical_base: str) -> bytes:
+    return uuid.uuid5(uuid.NAMESPACE_URL, canonical_base).bytes
+
+
+def uuid5_text(namespace: bytes, name: str) -> str:
+    """str(uuid.uuid5(UUID(bytes=namespace), name)) without building UUID objects (RFC 4122 §4.3: SHA-1 of namespace
+    and name, version 5, RFC 4122 variant); a response holds some twenty of them."""
+    digest = bytearray(hashlib.sha1(namespace + name.encode("utf-8"), usedforsecurity=False).digest()[:16])
+    digest[6] = (digest[6] & 0x0F) | 0x50
+    digest[8] = (digest[8] & 0x3F) | 0x80
+    h = digest.hex()
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def short(text: str, limit: int = 139) -> str:
@@ -103,9 +119,8 @@ def recommendation_card(
 
 def _suggestion_uuid(canonical_base: str, patient: str, rec: Recommendation) -> str:
     """UUIDv5 like the card's, of the card's name with '#suggest' appended."""
-    namespace = uuid.uuid5(uuid.NAMESPACE_URL, canonical_base)
     name = f"{patient}#{rec.rule}#{rec.code}" + (f"#{rec.lesion}" if rec.lesion else "") + "#suggest"
-    return str(uuid.uuid5(namespace, name))
+    return uuid5_text(_namespace(canonical_base), name)
 
 
 def summary_card(
