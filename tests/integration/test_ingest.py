@@ -100,14 +100,24 @@ def _metastasis_entry(bundle: dict[str, Any]) -> dict[str, Any]:
     raise AssertionError("the example has a metastasis Condition")
 
 
-def test_delete_entry_and_entered_in_error_remove_a_resource(client: httpx.Client) -> None:
+Json = dict[str, Any]
+
+
+def _with_extra_metastasis(client: httpx.Client, rid: str) -> tuple[Json, str, Json, Json]:
+    """Ingest the example, then one more metastasis Condition (`rid`): (example bundle, patient id, the first
+    result, the extra entry)."""
     bundle = _bundle()
     pid = _patient(bundle)
     base = _ingest(client, bundle)
     extra = copy.deepcopy(_metastasis_entry(bundle))
-    extra["resource"]["id"] = "extra-met"
+    extra["resource"]["id"] = rid
     grown = _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [extra]})
     assert grown["assessment"] != base["assessment"], "one more metastasis changes the assessment"
+    return bundle, pid, base, extra
+
+
+def test_delete_entry_and_entered_in_error_remove_a_resource(client: httpx.Client) -> None:
+    _, pid, base, extra = _with_extra_metastasis(client, "extra-met")
     delete = {
         "resourceType": "Bundle",
         "type": "transaction",
@@ -127,13 +137,7 @@ def test_delete_entry_and_entered_in_error_remove_a_resource(client: httpx.Clien
 
 
 def test_a_resource_that_moves_to_another_patient_leaves_the_first_one(client: httpx.Client) -> None:
-    bundle = _bundle()
-    pid = _patient(bundle)
-    base = _ingest(client, bundle)
-    extra = copy.deepcopy(_metastasis_entry(bundle))
-    extra["resource"]["id"] = "moving-met"
-    grown = _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [extra]})
-    assert grown["assessment"] != base["assessment"]
+    bundle, pid, base, extra = _with_extra_metastasis(client, "moving-met")
     # The same Condition id, now recorded for another patient (a corrected patient link).
     other = copy.deepcopy(next(e for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient"))
     other["resource"]["id"] = "moved-to"
