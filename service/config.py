@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     cors_origins: str | None = None
     fhir_timeout_ms: int = 400
+    cds_idempotency_seconds: float = Field(300.0, ge=0)  # hookInstance + body → the same response; 0 = off
+    cds_idempotency_max_mb: float = Field(64.0, gt=0)  # memory for those responses (JSON bytes)
     rules_reload_seconds: float = Field(5.0, ge=0)  # 0 turns the rule-file watcher off
     log_level: str = "INFO"
 

@@ -17,6 +17,7 @@ from service.api.body import read_json_body
 from service.api.errors import outcome, outcome_response
 from service.api.json import fhir_json, json_response
 from service.bootstrap import Container
+from service.cdshooks.cache import ResponseCache
 from service.cdshooks.errors import CdsError
 from service.cdshooks.feedback import StoreFeedback, StoreIssuedCards, summary
 from service.cdshooks.fetch import HttpFhirFetcher
@@ -154,7 +155,10 @@ def install(app: FastAPI, settings: Settings) -> None:
     def store() -> Store:
         return app.state.container.store  # type: ignore[no-any-return]
 
-    app.state.cds = CdsState(StoreFeedback(store), issued=StoreIssuedCards(store), fetcher=fetcher)
+    cache = ResponseCache(
+        ttl_s=settings.cds_idempotency_seconds, max_bytes=int(settings.cds_idempotency_max_mb * 1024 * 1024)
+    )
+    app.state.cds = CdsState(StoreFeedback(store), cache=cache, issued=StoreIssuedCards(store), fetcher=fetcher)
     app.state.metrics.watch_feedback(lambda: feedback_rows(app.state.cds))
     try:
         replay = StoreReplay(lambda: app.state.container.store)

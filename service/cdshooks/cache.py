@@ -21,9 +21,16 @@ Key = tuple[str, str, str]
 
 
 class ResponseCache:
-    def __init__(self, ttl_s: float = 300.0, limit: int = 10_000, clock: Callable[[], float] = time.monotonic):
-        self._ttl, self._limit, self._clock = ttl_s, limit, clock
+    """Responses by (service, hookInstance, body digest) for `ttl_s` seconds (0: nothing is kept), at most
+    `max_bytes` of JSON in all: the least recently stored go first. An evicted response is only evaluated again
+    on a repeat: the answer is the same (stable card uuids, contract.md §3)."""
+
+    def __init__(
+        self, ttl_s: float = 300.0, max_bytes: int = 64 * 1024 * 1024, clock: Callable[[], float] = time.monotonic
+    ):
+        self._ttl, self._max_bytes, self._clock = ttl_s, max_bytes, clock
         self._entries: OrderedDict[Key, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
         self._lock = threading.Lock()
 
     @staticmethod
@@ -37,14 +44,31 @@ class ResponseCache:
         return orjson.loads(hit[1]) if hit else None
 
     def put(self, key: Key, response: dict[str, Any]) -> None:
+        if self._ttl <= 0:
+            return
         stored = orjson.dumps(response)
+        if len(stored) > self._max_bytes:
+            return
         with self._lock:
+            self._drop(key)
             self._entries[key] = (self._clock() + self._ttl, stored)
-            self._entries.move_to_end(key)
-            while len(self._entries) > self._limit:
-                self._entries.popitem(last=False)
+            self._bytes += len(stored)
+            while self._bytes > self._max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _drop(self, key: Key) -> None:
+        old = self._entries.pop(key, None)
+        if old is not None:
+            self._bytes -= len(old[1])
 
     def _expire(self) -> None:
         now = self._clock()
         while self._entries and next(iter(self._entries.values()))[0] <= now:
-            self._entries.popitem(last=False)
+            self._drop(next(iter(self._entries)))

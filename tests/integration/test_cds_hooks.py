@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from service.bootstrap import Container
@@ -318,6 +319,24 @@ def test_same_hook_instance_and_body_is_answered_from_the_cache(
     assert post(client, PV, other) != first and len(evaluations) == 2
 
 
+def test_idempotency_off_by_setting_evaluates_every_call(
+    settings: Settings, container: Container, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    evaluations: list[str] = []
+    original = CdsHooks._cards
+
+    def counting(self: CdsHooks, call: Any, prefetched: Any) -> list[dict[str, Any]]:
+        evaluations.append(call.patient)
+        return original(self, call, prefetched)
+
+    monkeypatch.setattr(CdsHooks, "_cards", counting)
+    off = settings.model_copy(update={"cds_idempotency_seconds": 0})
+    request = hook_request("patient-view", omd_prefetch())
+    with running_server(off, container) as url, httpx.Client(base_url=url, timeout=30) as c:
+        assert post(c, PV, request) == post(c, PV, request)  # the same answer, computed twice
+    assert len(evaluations) == 2
+
+
 def test_response_cache_expires() -> None:
     now = [0.0]
     cache = ResponseCache(ttl_s=300, clock=lambda: now[0])
@@ -326,6 +345,28 @@ def test_response_cache_expires() -> None:
     assert cache.get(key) == {"cards": []} and cache.get(cache.key("oligocds-patient-view", "h1", b"{ }")) is None
     now[0] = 301
     assert cache.get(key) is None
+
+
+def test_response_cache_keeps_at_most_its_byte_budget_oldest_out_first() -> None:
+    response = {"cards": [{"summary": "x" * 1000}]}
+    size = len(orjson.dumps(response))
+    cache = ResponseCache(ttl_s=300, max_bytes=3 * size)
+    keys = [cache.key("oligocds-patient-view", f"h{i}", b"{}") for i in range(5)]
+    for key in keys:
+        cache.put(key, response)
+    assert cache.size_bytes == 3 * size and len(cache) == 3
+    assert [cache.get(k) is not None for k in keys] == [False, False, True, True, True]
+    cache.put(keys[4], response)  # stored again: counted once
+    assert cache.size_bytes == 3 * size
+    cache.put(cache.key("oligocds-patient-view", "big", b"{}"), {"cards": [{"summary": "x" * 4 * size}]})
+    assert len(cache) == 3, "a response larger than the whole budget is not kept (and evicts nothing)"
+
+
+def test_response_cache_off_keeps_nothing() -> None:
+    cache = ResponseCache(ttl_s=0)
+    key = cache.key("oligocds-patient-view", "h1", b"{}")
+    cache.put(key, {"cards": []})
+    assert cache.get(key) is None and len(cache) == 0
 
 
 # --- FHIR fallback port ------------------------------------------------------------------------------------
