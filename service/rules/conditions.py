@@ -179,14 +179,25 @@ def _open(cond: Condition, values: Values) -> tuple[Truth, list[str]]:
 
 def holding_atoms(cond: Condition, values: Values) -> list[Atom]:
     """For a TRUE condition: the atoms that make it true (any of them turning false changes the answer)."""
+    return _holding(cond, values)[1]
+
+
+def _holding(cond: Condition, values: Values) -> tuple[Truth, list[Atom]]:
+    """The truth of `cond` and its holding atoms, each sub-condition evaluated once."""
     if isinstance(cond, Atom):
-        return [cond] if _atom_truth(cond, values) is Truth.TRUE else []
+        value = _atom_truth(cond, values)
+        return value, [cond] if value is Truth.TRUE else []
     if isinstance(cond, Not):
-        return []  # a negated part holds because something is false; not a single input to point at
-    parts = [item for item in cond.items if truth(item, values) is Truth.TRUE]
-    if isinstance(cond, Any_) and len(parts) != 1:
-        return []  # several alternatives hold: no single input flips the answer
-    return [atom for item in parts for atom in holding_atoms(item, values)]
+        # a negated part holds because something is false; not a single input to point at
+        return _NOT[_open(cond.item, values)[0]], []
+    parts = [_holding(item, values) for item in cond.items]
+    stop, keep = (Truth.FALSE, Truth.TRUE) if isinstance(cond, All) else (Truth.TRUE, Truth.FALSE)
+    truths = [value for value, _ in parts]
+    value = stop if stop in truths else keep if all(t is keep for t in truths) else Truth.UNDECIDED
+    held = [atoms for t, atoms in parts if t is Truth.TRUE]
+    if isinstance(cond, Any_) and len(held) != 1:
+        return value, []  # several alternatives hold: no single input flips the answer
+    return value, [atom for atoms in held for atom in atoms]
 
 
 # --- durable-rules JSON form -------------------------------------------------------------------------------

@@ -10,12 +10,14 @@ from hypothesis import strategies as st
 
 from service.rules.compile import compile_stage
 from service.rules.conditions import (
+    Any_,
     Atom,
     Condition,
     ConditionError,
     Not,
     Truth,
     durable_clauses,
+    holding_atoms,
     parse,
     truth,
     undecided_facts,
@@ -167,3 +169,22 @@ def _undecided_by_definition(cond: Condition, values: dict[str, int]) -> list[st
 def test_undecided_facts_in_one_pass_match_the_definition(raw: dict[str, Any], values: dict[str, int]) -> None:
     cond = parse(raw, {})
     assert undecided_facts(cond, values) == _undecided_by_definition(cond, values)
+
+
+def _holding_by_definition(cond: Condition, values: dict[str, int]) -> list[Atom]:
+    """holding_atoms as first written (each level re-evaluates the truth of its parts)."""
+    if isinstance(cond, Atom):
+        return [cond] if truth(cond, values) is Truth.TRUE else []
+    if isinstance(cond, Not):
+        return []
+    parts = [item for item in cond.items if truth(item, values) is Truth.TRUE]
+    if isinstance(cond, Any_) and len(parts) != 1:
+        return []
+    return [atom for item in parts for atom in _holding_by_definition(item, values)]
+
+
+@settings(max_examples=500, deadline=None)
+@given(conditions, value_sets)
+def test_holding_atoms_in_one_pass_match_the_definition(raw: dict[str, Any], values: dict[str, int]) -> None:
+    cond = parse(raw, {})
+    assert holding_atoms(cond, values) == _holding_by_definition(cond, values)
