@@ -71,13 +71,19 @@ def za_renal_facts(uses: list[MedicationUse], creatinine: list[Reading], as_of: 
     base = float(before[-1].value)
     rise = 0.5 if base < 1.4 else 1.0
     current = float(after[-1].value)
-    met_before = any(float(r.value) - base >= rise for r in after)
-    deteriorated = current - base >= rise or (met_before and current > 1.10 * base)
+    met_before = any(_at_least(float(r.value) - base, rise) for r in after)
+    deteriorated = _at_least(current - base, rise) or (met_before and not _at_least(1.10 * base, current))
     sources = (before[-1].source, after[-1].source)
     return [
         known("scr_baseline_mg_dl", base, (before[-1].source,), before[-1].effective),
         known("za_renal_deterioration", deteriorated, sources, after[-1].effective),
     ]
+
+
+def _at_least(value: float, limit: float) -> bool:
+    """value ≥ limit as the label means it, in decimal: 1.4 − 0.9 is 0.49999999999999994 in binary floating point,
+    and a rise of exactly 0.5 mg/dL must count."""
+    return round(value - limit, 9) >= 0
 
 
 def calcium_low(obs: ObsIndex, pf: PatientFacts) -> Fact:

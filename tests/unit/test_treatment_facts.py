@@ -1,0 +1,49 @@
+"""Treatment fact readers at their label boundaries (clinical-rules.md §6)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+
+from service.fhir.medications import MedicationUse
+from service.fhir.readings import Reading
+from service.fhir.treatment import ZOLEDRONIC_ACID, za_renal_facts
+
+START = date(2026, 1, 10)
+
+
+def _za() -> MedicationUse:
+    return MedicationUse(
+        "MedicationRequest/za", frozenset({"bisphosphonate"}), ZOLEDRONIC_ACID, "request", "active", START, None, False
+    )
+
+
+def _scr(value: float, day: int, month: int) -> Reading:
+    return Reading(value, date(2026, month, day), f"Observation/scr-{month}-{day}", None)
+
+
+def _deteriorated(baseline: float, current: float) -> bool:
+    facts = {f.name: f for f in za_renal_facts([_za()], [_scr(baseline, 5, 1), _scr(current, 5, 3)], date(2026, 4, 1))}
+    return bool(facts["za_renal_deterioration"].value)
+
+
+# BMA-03 [LABEL]: a rise of >= 0.5 mg/dL (baseline < 1.4) or >= 1.0 mg/dL (baseline >= 1.4), compared in decimal:
+# in binary floating point 1.4 - 0.9 is 0.4999999999999999 and 2.8 - 1.8 is 0.9999999999999998.
+@pytest.mark.parametrize(
+    ("baseline", "current", "withhold"),
+    [
+        (0.9, 1.4, True),
+        (0.9, 1.39, False),
+        (0.63, 1.13, True),
+        (1.0, 1.5, True),
+        (1.8, 2.8, True),
+        (1.8, 2.79, False),
+        (3.1, 4.1, True),
+        (3.6, 4.6, True),
+        (1.4, 2.4, True),
+        (1.4, 2.3, False),
+    ],
+)
+def test_creatinine_rise_at_the_label_boundary(baseline: float, current: float, withhold: bool) -> None:
+    assert _deteriorated(baseline, current) is withhold
