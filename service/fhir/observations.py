@@ -159,11 +159,19 @@ def staging_facts(obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue
 # --- disease status, progression ---------------------------------------------------------------------------
 
 
-def _progressing(obs: Resource) -> bool | None:
+UNDETERMINED = "undetermined"
+
+
+def _progressing(obs: Resource) -> bool | str | None:
+    """True (worsened), False (any other result), or UNDETERMINED for a status of "Patient condition undetermined":
+    that is not a non-progressing result (fhir-mapping.md §2: `false` only if every OMD lesion has one)."""
     if is_local(obs, "lesion-progressing"):
         return value_bool(obs)
     if has_code(obs.get("code"), LOINC, codes.DISEASE_STATUS):
-        return any(c == codes.WORSENED for _, c in codings(obs.get("valueCodeableConcept")))
+        found = {c for _, c in codings(obs.get("valueCodeableConcept"))}
+        if codes.WORSENED in found:
+            return True
+        return UNDETERMINED if found == {codes.UNDETERMINED} else False
     return None
 
 
@@ -182,8 +190,8 @@ def status_facts(obs: ObsIndex, picture: CancerPicture) -> list[Fact]:
     # OMD-03 names only a missing treatment record as the cause of an unknown controlled primary
     # (clinical-rules.md §3.4), so no disease status on the primary reads as "not progressing".
     progressing = to_fact("primary_progressing", latest(primary))
-    if progressing.status is FactStatus.UNKNOWN:
-        progressing = known("primary_progressing", False)
+    if progressing.status is FactStatus.UNKNOWN or progressing.value == UNDETERMINED:
+        progressing = known("primary_progressing", False, progressing.sources, progressing.effective)
     facts = [progressing]
     lesions = [latest(groups.get(m.condition, [])) for m in picture.distant]
     sources = tuple(s for sel in lesions if sel for s in sel.sources)
