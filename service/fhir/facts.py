@@ -95,6 +95,7 @@ def _patient_facts_of(
     if duplicate_conflicts:
         pf.put(Fact("duplicate_resource", None, status=FactStatus.CONFLICTING, sources=duplicate_conflicts))
     pf.lesions = [_lesion(m, obs, picture) for m in picture.mets if m.active]
+    pf.issues.extend(_derived_mirels(lesion) for lesion in pf.lesions if _mirels_site_derived(lesion))
     pf.organs = sorted({m.organ for m in picture.distant})
     pf.put(_needs_stabilisation(pf))
     return pf
@@ -343,6 +344,21 @@ def _not_planned(pf: PatientFacts) -> Fact:
     if isinstance(n_mets, int) and isinstance(planned, int):
         return known("n_lesions_not_planned", max(0, n_mets - planned), pf.get("n_mets").sources)
     return unknown("n_lesions_not_planned", ("n_mets",))
+
+
+def _mirels_site_derived(lesion: LesionFacts) -> bool:
+    score = lesion.facts.get("lesion_mirels_score")
+    return lesion.mirels_score is not None and score is not None and score.derived
+
+
+def _derived_mirels(lesion: LesionFacts) -> InputIssue:
+    """clinical-rules.md §1.1 / §5.1: a Mirels score whose site criterion came from the lesion's body site."""
+    return InputIssue(
+        "derived-input",
+        "mirels",
+        f"Mirels site of {lesion.condition} taken from its body site (no mirels-site component)",
+        ("SURG-MIRELS",),
+    )
 
 
 def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> LesionFacts:
