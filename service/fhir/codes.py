@@ -173,3 +173,8 @@ NEGATIVE = {(LOINC, "LA6577-6"), (SNOMED, "260385009")}
 EQUIVOCAL = {(LOINC, "LA11885-0"), (SNOMED, "42425007")}
 CURATIVE = "373808002"
 RADIOTHERAPY_COURSE = "1217123003"
+
+# Menopausal status derivation (clinical-rules.md §6.7: "bilateral oophorectomy → post"): SNOMED 29827000 bilateral
+# salpingo-oophorectomy (mCODE cancer-related surgical procedures); a coding display or text naming a bilateral
+# oophorectomy also counts (service/fhir/procedures.py).
+BILATERAL_OOPHORECTOMY = ("29827000",)

@@ -44,7 +44,31 @@ def procedure_facts(procedures: Iterable[Resource], picture: CancerPicture, as_o
         *_dated("tumor_board_date", [p for p in procs if _local(p, "tumor-board-review")]),
         *_dated("dental_exam_date", [p for p in procs if _local(p, "dental-exam")]),
         _planned(procs, picture),
+        *_oophorectomy(procs, as_of),
     ]
+
+
+def _bilateral_oophorectomy(proc: Resource) -> bool:
+    """SNOMED 29827000 (bilateral salpingo-oophorectomy), or a coding or text naming a bilateral oophorectomy."""
+    code = proc.get("code")
+    if has_code(code, SNOMED, codes.BILATERAL_OOPHORECTOMY):
+        return True
+    names = [str(c.get("display") or "") for c in (code or {}).get("coding") or [] if isinstance(c, dict)]
+    names.append(str((code or {}).get("text") or ""))
+    return any("oophorectomy" in n.lower() and "bilateral" in n.lower() for n in names)
+
+
+def _oophorectomy(procs: list[Resource], as_of: date) -> list[Fact]:
+    """A completed bilateral oophorectomy on or before asOf (the menopausal-status derivation, clinical-rules.md
+    §6.7); nothing when there is none (the derivation then falls back to age)."""
+    done = [
+        p
+        for p in procs
+        if p.get("status") in DONE and _bilateral_oophorectomy(p) and (_performed(p) or date.min) <= as_of
+    ]
+    if not done:
+        return []
+    return [known("bilateral_oophorectomy", True, tuple(rid(p) for p in done), _performed(done[-1]))]
 
 
 def _primary_treatment(procs: list[Resource], picture: CancerPicture, as_of: date) -> list[Fact]:

@@ -177,7 +177,17 @@ def derived_statuses(pf: PatientFacts, uses: list[MedicationUse], issues: list[I
     breast = pf.value("primary_site") == "breast"
     if breast and not pf.get("menopausal_status").usable and pf.get("menopausal_status").status.value == "unknown":
         age = pf.value("age")
-        if isinstance(age, int) and age >= 60:  # [KNOW/CONFIG] age ≥ 60 → post
+        surgery = pf.get("bilateral_oophorectomy")
+        if surgery.usable and surgery.value is True:  # [KNOW] bilateral oophorectomy → post
+            facts.append(known("menopausal_status", "post", surgery.sources, surgery.effective, derived=True))
+            issues.append(
+                InputIssue(
+                    "derived-input",
+                    "menopausal_status",
+                    f"postmenopausal derived from bilateral oophorectomy ({', '.join(surgery.sources)})",
+                )
+            )
+        elif isinstance(age, int) and age >= 60:  # [KNOW/CONFIG] age ≥ 60 → post
             facts.append(known("menopausal_status", "post", pf.get("age").sources, derived=True))
             issues.append(InputIssue("derived-input", "menopausal_status", f"postmenopausal derived from age {age}"))
     if not pf.get("castration_status").usable and pf.get("castration_status").status.value == "unknown":
