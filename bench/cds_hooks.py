@@ -56,7 +56,7 @@ SLOW_FHIR_DELAY_S = 2.0
 HEADERS = {"content-type": "application/json"}
 
 SEARCHSET_KEYS = ("Condition", "Observation", "Procedure", "MedicationRequest")
-NULL_KEYS = ("MedicationAdministration", "MedicationStatement", "BodyStructure", "RiskAssessment")
+NULL_KEYS = ("ServiceRequest", "MedicationAdministration", "MedicationStatement", "BodyStructure", "RiskAssessment")
 
 
 @dataclass(frozen=True, slots=True)

@@ -77,7 +77,7 @@ def _patient_facts_of(
     _put_all(pf, observations.staging_facts(obs, picture, pf.issues))
     _put_all(pf, observations.status_facts(obs, picture))
     _history_fallback(pf)
-    _put_all(pf, procedure_facts(by_type.get("Procedure", []), picture, as_of))
+    _put_all(pf, procedure_facts(by_type.get("Procedure", []), picture, as_of, by_type.get("ServiceRequest", [])))
     _put_all(pf, _patient_facts(by_type.get("Patient", []), as_of))
     _put_all(pf, _omd_dates(pf, picture, obs))
     uses = medication_uses(

@@ -39,6 +39,7 @@ USED_TYPES: frozenset[str] = frozenset(
         "Condition",
         "Observation",
         "Procedure",
+        "ServiceRequest",
         "MedicationRequest",
         "MedicationAdministration",
         "MedicationStatement",

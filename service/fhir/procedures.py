@@ -1,5 +1,6 @@
 """Procedures → facts: definitive treatment of the primary (OMD-03), tumor board review (MDT-01), dental
-examination (BMA-05) and planned curative local treatment per lesion (MDT-02) (fhir-mapping.md §2, §3.7)."""
+examination (BMA-05), bilateral oophorectomy (HORM-BC) and planned curative local treatment per lesion (MDT-02: a
+Procedure or a ServiceRequest) (fhir-mapping.md §2, §3.7)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from service.fhir.util import LOCAL, SNOMED, Resource, codings, extensions, has_
 
 DONE = frozenset({"completed"})
 PLANNED_OR_DONE = frozenset({"preparation", "in-progress", "completed"})
+REQUESTED = frozenset({"draft", "active"})  # a ServiceRequest that plans a treatment (fhir-mapping.md §2)
 
 
 def _performed(proc: Resource) -> date | None:
@@ -37,13 +39,18 @@ def _local(proc: Resource, code: str) -> bool:
     return has_code(proc.get("code"), LOCAL, [code])
 
 
-def procedure_facts(procedures: Iterable[Resource], picture: CancerPicture, as_of: date) -> list[Fact]:
+def procedure_facts(
+    procedures: Iterable[Resource], picture: CancerPicture, as_of: date, requests: Iterable[Resource] = ()
+) -> list[Fact]:
     procs = [p for p in procedures if p.get("status") != "entered-in-error"]
+    planned = [p for p in procs if p.get("status") in PLANNED_OR_DONE] + [
+        r for r in requests if r.get("status") in REQUESTED
+    ]
     return [
         *_primary_treatment(procs, picture, as_of),
         *_dated("tumor_board_date", [p for p in procs if _local(p, "tumor-board-review")]),
         *_dated("dental_exam_date", [p for p in procs if _local(p, "dental-exam")]),
-        _planned(procs, picture),
+        _planned(planned, picture),
         *_oophorectomy(procs, as_of),
     ]
 
@@ -95,12 +102,13 @@ def _dated(name: str, procs: list[Resource]) -> list[Fact]:
     return [known(name, day.isoformat(), (rid(proc),), day)]
 
 
-def _planned(procs: list[Resource], picture: CancerPicture) -> Fact:
-    """Lesions with planned or performed curative-intent local treatment (reasonReference or bodySite)."""
+def _planned(planned: list[Resource], picture: CancerPicture) -> Fact:
+    """Lesions with planned or performed curative-intent local treatment (reasonReference or bodySite): Procedures
+    in preparation, in progress or completed, and draft or active ServiceRequests."""
     lesions: set[str] = set()
     sources: list[str] = []
-    for p in procs:
-        if p.get("status") not in PLANNED_OR_DONE or not _curative(p):
+    for p in planned:
+        if not _curative(p):
             continue
         sites = {c for s, c in codings(p.get("bodySite") or []) if s == SNOMED}
         hit = {m.condition for m in picture.distant if m.condition in _reasons(p) or sites & set(m.body_sites)}

@@ -33,6 +33,7 @@ KEYS = {
     "Condition",
     "Observation",
     "Procedure",
+    "ServiceRequest",
     "MedicationRequest",
     "MedicationAdministration",
     "MedicationStatement",

@@ -175,9 +175,9 @@ def test_unused_types_are_ignored_counted_and_not_validated() -> None:
     assert groups(parsed) == {"Patient/p1": ["Patient/p1"]}
 
 
-def test_used_types_are_the_nine_the_rules_read() -> None:
-    assert {"Patient", "Condition", "Observation", "BodyStructure", "RiskAssessment"} <= USED_TYPES
-    assert "Encounter" not in USED_TYPES and len(USED_TYPES) == 9
+def test_used_types_are_the_ten_the_rules_read() -> None:
+    assert {"Patient", "Condition", "Observation", "BodyStructure", "RiskAssessment", "ServiceRequest"} <= USED_TYPES
+    assert "Encounter" not in USED_TYPES and len(USED_TYPES) == 10
 
 
 def test_entries_that_are_not_resources_are_issues_and_entries_without_one_are_skipped() -> None:
