@@ -64,6 +64,7 @@ def fact_options(settings: Settings) -> FactOptions:
         systemic_includes_endocrine=settings.systemic_includes_endocrine,
         systemic_lookback_days=settings.systemic_lookback_days,
         adt_lookback_days=settings.adt_lookback_days,
+        dental_exam_months=settings.dental_exam_months,
     )
 
 

@@ -54,6 +54,7 @@ class Settings(BaseSettings):
     systemic_includes_endocrine: bool = True
     systemic_lookback_days: int = Field(90, ge=0)
     adt_lookback_days: int = Field(183, ge=0)
+    dental_exam_months: int = Field(6, ge=0)  # BMA-05: a dental examination this recent counts
     trial_pattern_activity: bool = False
     surgtech_long_months: float = Field(12, ge=0)
     surgtech_short_months: float = Field(3, ge=0)

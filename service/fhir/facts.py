@@ -40,6 +40,7 @@ class FactOptions:
     systemic_includes_endocrine: bool = True
     systemic_lookback_days: int = 90
     adt_lookback_days: int = 183
+    dental_exam_months: int = 6
 
 
 ENDOCRINE = frozenset({"adt", "arpi", "abiraterone", "ai", "serm", "ofs"})
@@ -120,7 +121,7 @@ def _treatment_facts(
     _put_all(pf, treatment.medication_facts(uses, pf.as_of))
     _put_all(pf, treatment.za_renal_facts(uses, readings["scr_current_mg_dl"], pf.as_of))
     pf.put(treatment.calcium_low(obs, pf))
-    pf.put(treatment.dental_fact(pf, pf.as_of))
+    pf.put(treatment.dental_fact(pf, pf.as_of, options.dental_exam_months))
     _put_all(pf, treatment.genomic_facts(obs))
     _put_all(pf, treatment.derived_statuses(pf, uses, pf.issues))
     pf.put(_solitary_bone(picture))

@@ -90,9 +90,11 @@ def _to_fact(name: str, selected: object) -> Fact:
 
 
 def cockcroft_gault(age: int, weight_kg: float, scr_mg_dl: float, female: bool) -> float:
-    """CrCl (mL/min) = (140 − age) × weight / (72 × SCr) [× 0.85 for women] (the zoledronic acid label's formula)."""
+    """CrCl (mL/min) = (140 − age) × weight / (72 × SCr) [× 0.85 for women] (the zoledronic acid label's formula).
+    Not rounded: the label's bands (< 30, 30–39, …, > 60) are compared with the computed value (29.96 is < 30);
+    texts show it with a few significant digits."""
     value = (140 - age) * weight_kg / (72 * scr_mg_dl)
-    return round(value * (0.85 if female else 1.0), 1)
+    return value * (0.85 if female else 1.0)
 
 
 def _crcl(facts: dict[str, Fact], age: int | None, sex: str | None, issues: list[InputIssue]) -> Fact:
@@ -119,7 +121,7 @@ def _crcl(facts: dict[str, Fact], age: int | None, sex: str | None, issues: list
         InputIssue(
             "derived-input",
             "crcl",
-            f"CrCl {value} mL/min by Cockcroft–Gault from creatinine "
+            f"CrCl {value:.1f} mL/min by Cockcroft–Gault from creatinine "
             f"{scr.value} mg/dL, weight {weight.value} kg, age {age}, sex {sex}",
         )
     )

@@ -4,15 +4,14 @@ statuses (menopausal, castration). Thresholds stay in the rule files; only [LABE
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 
 from service.domain.facts import Fact, InputIssue, PatientFacts, known, unknown
 from service.fhir.medications import MedicationUse, active_classes, ordered_classes
 from service.fhir.readings import ObsIndex, Reading
-from service.fhir.util import LOINC, Resource, codings, has_code, parse_date
+from service.fhir.util import LOINC, Resource, add_months, codings, has_code, parse_date
 
 ZOLEDRONIC_ACID = "77655"
-DENTAL_WINDOW_DAYS = 183  # 6 months [CONFIG]
 HYPOCALCAEMIA_MG_DL = 8.5  # fallback when the lab gives no interpretation [KNOW]
 EGFR_HGNC, ALK_HGNC = "HGNC:3236", "HGNC:427"
 PRESENT, ABSENT = "LA9633-4", "LA9634-2"
@@ -106,9 +105,11 @@ def calcium_low(obs: ObsIndex, pf: PatientFacts) -> Fact:
     return unknown("calcium_low", ("ca_corrected_mg_dl",))
 
 
-def dental_fact(pf: PatientFacts, as_of: date) -> Fact:
+def dental_fact(pf: PatientFacts, as_of: date, months: int = 6) -> Fact:
+    """BMA-05: a dental examination within `months` calendar months before asOf (the day itself included)
+    [CONFIG, clinical-rules.md §8 "dental examination window: 6 months"]."""
     done = parse_date(pf.value("dental_exam_date"))
-    recent = bool(done and done >= as_of - timedelta(days=DENTAL_WINDOW_DAYS))
+    recent = bool(done and done >= add_months(as_of, -months))
     return known("dental_exam_recent", recent, pf.get("dental_exam_date").sources if recent else ())
 
 

@@ -6,6 +6,8 @@ from datetime import date
 
 import pytest
 
+from service.domain.dosing import zoledronic_acid_dose_mg
+from service.fhir.labs import cockcroft_gault
 from service.fhir.medications import MedicationUse
 from service.fhir.readings import Reading
 from service.fhir.treatment import ZOLEDRONIC_ACID, za_renal_facts
@@ -47,3 +49,11 @@ def _deteriorated(baseline: float, current: float) -> bool:
 )
 def test_creatinine_rise_at_the_label_boundary(baseline: float, current: float, withhold: bool) -> None:
     assert _deteriorated(baseline, current) is withhold
+
+
+def test_cockcroft_gault_is_compared_unrounded_at_the_label_bands() -> None:
+    just_below_30 = cockcroft_gault(80, 71.9, 2.0, female=False)  # (140 − 80) × 71.9 / 144 = 29.958…
+    assert 29.95 < just_below_30 < 30
+    assert zoledronic_acid_dose_mg(just_below_30) is None  # < 30: not recommended (rounded to 30.0 it was 3.0 mg)
+    just_above_60 = cockcroft_gault(50, 48.03, 1.0, female=False)  # 90 × 48.03 / 72 = 60.0375
+    assert zoledronic_acid_dose_mg(just_above_60) == 4.0  # > 60 (rounded to 60.0 it was 3.5 mg)
