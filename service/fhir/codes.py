@@ -154,8 +154,22 @@ SITE_CLASS = {
     "119186007": "other",  # bone, unspecified
     "14016003": "other",  # bone marrow
 }
-# Individual ribs 1st…12th (fhir-mapping.md §4.4: 48535007 … 43993008).
-RIBS = {"48535007", "43993008"}
+# Individual ribs 1st…12th (fhir-mapping.md §4.4 names the ends, 48535007 … 43993008): SNOMED "Bone structure of
+# first … twelfth rib", as listed in mCODE's radiotherapy treatment location value set.
+RIBS = {
+    "48535007",  # 1st
+    "78247007",  # 2nd
+    "25888004",  # 3rd
+    "25523003",  # 4th
+    "15339008",  # 5th
+    "59558009",  # 6th
+    "24915002",  # 7th
+    "5953002",  # 8th
+    "22565002",  # 9th
+    "77644006",  # 10th
+    "58830002",  # 11th
+    "43993008",  # 12th
+}
 MIRELS_SITE_POINTS = {
     "2812003": 3,
     "29627003": 3,
