@@ -204,3 +204,19 @@ RADIOTHERAPY_COURSE = "1217123003"
 # salpingo-oophorectomy (mCODE cancer-related surgical procedures); a coding display or text naming a bilateral
 # oophorectomy also counts (service/fhir/procedures.py).
 BILATERAL_OOPHORECTOMY = ("29827000",)
+
+# Resections of the primaries read (OMD-03 "a resection code", clinical-rules.md §3.4), SNOMED, from mCODE's
+# cancer-related surgical procedures: partial mastectomy, prostatectomy, nephrectomy, lung lobectomy,
+# bilobectomy, pneumonectomy, thyroidectomy. A display or text naming an -ectomy or a resection counts too.
+PRIMARY_RESECTIONS = (
+    "64368001",
+    "26294005",
+    "90470006",
+    "108022006",
+    "173171007",
+    "359623004",
+    "173170008",
+    "49795001",
+    "13619001",
+    "24443003",
+)

@@ -4,6 +4,7 @@ Procedure or a ServiceRequest) (fhir-mapping.md §2, §3.7)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from datetime import date
 
@@ -29,6 +30,33 @@ def _curative(proc: Resource) -> bool:
         any(c == codes.CURATIVE for _, c in codings(ext.get("valueCodeableConcept")))
         for ext in extensions(proc, ("mcode-procedure-intent", "mcode-treatment-intent"))
     )
+
+
+def _intent_given(proc: Resource) -> bool:
+    return any(True for _ in extensions(proc, ("mcode-procedure-intent", "mcode-treatment-intent")))
+
+
+_RESECTION_WORDS = re.compile(
+    r"mastectomy|prostatectomy|nephrectomy|lobectomy|pneumonectomy|thyroidectomy|resection", re.IGNORECASE
+)
+
+
+def _resection(proc: Resource) -> bool:
+    """A resection code (clinical-rules.md §3.4 "procedure-intent 373808002 or a resection code"): a known SNOMED
+    resection of the primaries we read, or a coding display or text naming one (mastectomy, prostatectomy,
+    nephrectomy, lobectomy, pneumonectomy, thyroidectomy, resection). Endocrine ablation (oophorectomy, orchiectomy)
+    and biopsies are not."""
+    code = proc.get("code")
+    if has_code(code, SNOMED, codes.PRIMARY_RESECTIONS):
+        return True
+    names = [str(c.get("display") or "") for c in (code or {}).get("coding") or [] if isinstance(c, dict)]
+    names.append(str((code or {}).get("text") or ""))
+    return any(_RESECTION_WORDS.search(n) and "biopsy" not in n.lower() for n in names if n)
+
+
+def _definitive(proc: Resource) -> bool:
+    """Curative intent, or, when no intent is given, a resection (an intent of palliative or supportive excludes)."""
+    return _curative(proc) or (not _intent_given(proc) and _resection(proc))
 
 
 def _reasons(proc: Resource) -> set[str]:
@@ -80,7 +108,7 @@ def _oophorectomy(procs: list[Resource], as_of: date) -> list[Fact]:
 
 def _primary_treatment(procs: list[Resource], picture: CancerPicture, as_of: date) -> list[Fact]:
     primary = set(picture.primary_ids)
-    done = [p for p in procs if p.get("status") in DONE and _curative(p) and _reasons(p) & primary]
+    done = [p for p in procs if p.get("status") in DONE and _definitive(p) and _reasons(p) & primary]
     ended = [(d, p) for p in done if (d := _performed(p))]
     if not done:
         return [unknown("primary_treated_definitively"), unknown("days_since_primary_treatment")]
