@@ -300,17 +300,21 @@ def test_unknown_extension_keys_are_ignored(client: httpx.Client) -> None:
 # --- hookInstance idempotency ----------------------------------------------------------------------------
 
 
-def test_same_hook_instance_and_body_is_answered_from_the_cache(
-    client: httpx.Client, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    evaluations: list[str] = []
+@pytest.fixture
+def evaluations(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The patient of every CDS call that was evaluated (not answered from the cache)."""
+    seen: list[str] = []
     original = CdsHooks._cards
 
     def counting(self: CdsHooks, call: Any, prefetched: Any) -> list[dict[str, Any]]:
-        evaluations.append(call.patient)
+        seen.append(call.patient)
         return original(self, call, prefetched)
 
     monkeypatch.setattr(CdsHooks, "_cards", counting)
+    return seen
+
+
+def test_same_hook_instance_and_body_is_answered_from_the_cache(client: httpx.Client, evaluations: list[str]) -> None:
     request = hook_request("patient-view", omd_prefetch())
     first = post(client, PV, request)
     assert post(client, PV, request) == first and len(evaluations) == 1
@@ -321,16 +325,8 @@ def test_same_hook_instance_and_body_is_answered_from_the_cache(
 
 
 def test_idempotency_off_by_setting_evaluates_every_call(
-    settings: Settings, container: Container, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, container: Container, evaluations: list[str]
 ) -> None:
-    evaluations: list[str] = []
-    original = CdsHooks._cards
-
-    def counting(self: CdsHooks, call: Any, prefetched: Any) -> list[dict[str, Any]]:
-        evaluations.append(call.patient)
-        return original(self, call, prefetched)
-
-    monkeypatch.setattr(CdsHooks, "_cards", counting)
     off = settings.model_copy(update={"cds_idempotency_seconds": 0})
     request = hook_request("patient-view", omd_prefetch())
     with running_server(off, container) as url, httpx.Client(base_url=url, timeout=30) as c:
