@@ -6,6 +6,9 @@ from typing import Any
 
 from service.domain.facts import LesionFacts, PatientFacts
 
+# Facts derived by rules that the assessment reports: when one stays undecided, its open inputs are issues even though
+# no recommendation waits for it.
+REPORTED_FACTS = frozenset({"omd_state", "omd_class", "primary_controlled"})
 MIRELS_RISK = ((7, "low"), (8, "borderline"))  # Mirels 1989: ≤ 7 low, 8 borderline, ≥ 9 high
 
 

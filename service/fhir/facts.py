@@ -219,7 +219,8 @@ def _count_facts(picture: CancerPicture, distant: list[Metastasis]) -> list[Fact
     total = picture.total_count
     sources = tuple(m.condition for m in distant)
     sites_lower = sum(m.lower_bound for m in distant)
-    per_site_exact = bool(distant) and all(m.count is not None for m in distant)
+    # every active metastasis has a per-site count; none recorded (closed world, clinical-rules §1.1) is exactly 0
+    per_site_exact = all(m.count is not None for m in distant)
     facts = [known("n_mets_reported", bool(total and int(total.value) > 0), (total.source,) if total else ())]
     if total is not None:
         count_sources = (total.source, *sources)

@@ -38,12 +38,35 @@ def performance_facts(observations: ObsIndex, as_of: date, stale_days: int, issu
     if conflict:
         facts.append(Fact("ecog", None, FactStatus.CONFLICTING, conflict))
         return facts
+    # The reading that would be used has a same-day twin with another value (two ECOGs, or a duplicate resource
+    # id with other content, DQ-06): conflicting, not whichever came first in the Bundle.
+    chosen = ecogs if _ecog_is_used(ecog_r, kps_r) else kpss
+    disagreeing = _same_day_disagreement(chosen)
+    if disagreeing:
+        facts.append(Fact("ecog", None, FactStatus.CONFLICTING, disagreeing))
+        return facts
     facts.append(_ecog_fact(ecog_r, kps_r, as_of, stale_days, issues))
     return facts
 
 
 def _newest(readings: list[Reading]) -> Reading | None:
     return max(readings, key=lambda r: r.effective or date.min, default=None)
+
+
+def _ecog_is_used(ecog: Reading | None, kps: Reading | None) -> bool:
+    """ECOG is used when there is one at least as recent as the latest KPS (else KPS is converted)."""
+    return ecog is not None and (kps is None or (ecog.effective or date.min) >= (kps.effective or date.min))
+
+
+def _same_day_disagreement(readings: list[Reading]) -> tuple[str, ...]:
+    """The sources of the newest date's readings when they do not all have the same value (else empty)."""
+    newest = _newest(readings)
+    if newest is None:
+        return ()
+    same_day = [r for r in readings if r.effective == newest.effective]
+    if len({r.value for r in same_day}) <= 1:
+        return ()
+    return tuple(dict.fromkeys(r.source for r in same_day))
 
 
 def _conflict(ecogs: list[Reading], kpss: list[Reading]) -> tuple[str, ...] | None:
@@ -62,7 +85,7 @@ def _conflict(ecogs: list[Reading], kpss: list[Reading]) -> tuple[str, ...] | No
 def _ecog_fact(
     ecog: Reading | None, kps: Reading | None, as_of: date, stale_days: int, issues: list[InputIssue]
 ) -> Fact:
-    if ecog and (kps is None or (ecog.effective or date.min) >= (kps.effective or date.min)):
+    if ecog and _ecog_is_used(ecog, kps):
         value, when, sources, derived = int(ecog.value), ecog.effective, (ecog.source,), False
     elif kps:
         value, when, sources, derived = KPS_TO_ECOG[int(kps.value)], kps.effective, (kps.source,), True

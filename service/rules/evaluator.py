@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from service.domain.assessment import REPORTED_FACTS
 from service.domain.catalogue import PUBLIC_FACTS, label, public_name
 from service.domain.facts import ISSUE_FOR_STATUS, Fact, FactStatus, InputIssue, PatientFacts, known
 from service.domain.result import Issue, Recommendation
@@ -104,7 +105,11 @@ class _State:
             roots: list[str] = []
             if open_idx:
                 cond = cases[open_idx[0]][1]
-                self._block(rule.id, self.patient, cond)
+                # An intermediate fact raises no issue itself: a rule whose outcome needs it reports its open inputs
+                # (`_block` → `_roots` follows `missing`), and a rule already false for known facts raises nothing
+                # (clinical-rules §1.1). A fact the assessment reports (omdState, omdClass…) is an outcome itself.
+                if name in REPORTED_FACTS:
+                    self._block(rule.id, self.patient, cond)
                 roots = [r for f in undecided_facts(cond, self.patient.values) for r, _ in self._roots(self.patient, f)]
             default = rule.derive.default
             fact = (
