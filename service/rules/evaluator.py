@@ -279,16 +279,21 @@ def _input_issue(i: InputIssue) -> Issue:
 
 
 def _merge_issues(issues: list[Issue]) -> list[Issue]:
-    merged: dict[tuple[str, str, str], Issue] = {}
+    """One entry per (issue code, input), listing every rule (clinical-rules.md §1.1); invalid values keep each
+    offending value in the detail ("; "-separated), other codes the first detail."""
+    merged: dict[tuple[str, str], Issue] = {}
     for issue in issues:
-        key = (issue.code, issue.input, issue.detail if issue.code == "invalid-value" else "")
-        if key in merged:
-            old = merged[key]
-            rules = old.rules + tuple(r for r in issue.rules if r not in old.rules)
-            merged[key] = Issue(old.code, old.input, rules, old.detail)
-        else:
+        key = (issue.code, issue.input)
+        old = merged.get(key)
+        if old is None:
             merged[key] = issue
-    return sorted(merged.values(), key=lambda i: (i.code, i.input, i.detail))
+            continue
+        rules = old.rules + tuple(r for r in issue.rules if r not in old.rules)
+        detail = old.detail
+        if issue.code == "invalid-value" and issue.detail not in old.detail.split("; "):
+            detail = f"{old.detail}; {issue.detail}"
+        merged[key] = Issue(old.code, old.input, rules, detail)
+    return sorted(merged.values(), key=lambda i: (i.code, i.input))
 
 
 def _detail(text: str, inputs: dict[str, dict[str, Any]], thresholds: list[str], rule: Rule, changes: list[str]) -> str:

@@ -1,0 +1,30 @@
+"""Issues are one entry per (code, input), listing every rule (clinical-rules.md §1.1)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections import Counter
+from datetime import date
+
+from service.bootstrap import Container
+from tests.conftest import FIXTURES
+
+
+def test_two_invalid_values_of_one_input_are_one_issue_naming_both(container: Container) -> None:
+    bundle = json.loads((FIXTURES / "dq04-invalid-ecog" / "bundle.json").read_text())
+    ecog = next(
+        e
+        for e in bundle["entry"]
+        if e["resource"]["resourceType"] == "Observation" and "89247-1" in json.dumps(e["resource"]["code"])
+    )
+    second = copy.deepcopy(ecog)
+    second["resource"]["id"] += "-b"
+    second["resource"]["valueInteger"] = 9
+    second.pop("fullUrl", None)
+    bundle["entry"].append(second)
+    [result] = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    counts = Counter((i["code"], i["input"]) for i in result["issues"])
+    assert all(n == 1 for n in counts.values()), counts
+    [invalid] = [i for i in result["issues"] if (i["code"], i["input"]) == ("invalid-value", "ecog")]
+    assert "ECOG 9" in invalid["detail"] and "ECOG -1" in invalid["detail"]
