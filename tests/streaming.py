@@ -31,7 +31,20 @@ VERSIONED_TYPES = ("Condition", "Observation")
 
 
 def scenario_bundles() -> list[dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*/bundle.json"))]
+    """The golden scenarios' Bundles, except those that send one resource id twice with different content (DQ-06):
+    the store keeps one version per id, so their stored state cannot equal the Bundle evaluated as a whole."""
+    bundles = [json.loads(p.read_text()) for p in sorted(FIXTURES.glob("*/bundle.json"))]
+    return [b for b in bundles if not _differing_duplicates(b)]
+
+
+def _differing_duplicates(bundle: dict[str, Any]) -> bool:
+    seen: dict[tuple[str, str], str] = {}
+    for entry in bundle["entry"]:
+        resource = entry["resource"]
+        key, body = (resource["resourceType"], str(resource.get("id"))), json.dumps(resource, sort_keys=True)
+        if seen.setdefault(key, body) != body:
+            return True
+    return False
 
 
 def _patient_id(bundle: dict[str, Any]) -> str:
