@@ -16,7 +16,7 @@ from functools import cache
 from importlib.resources import files
 from typing import Any
 
-from service.fhir.util import RXNORM, Resource, codings, parse_date, ref_id, rid
+from service.fhir.util import RXNORM, Resource, codings, concept_texts, parse_date, ref_id, rid
 
 RXNORM_OID = "urn:oid:2.16.840.1.113883.6.88"
 
@@ -159,17 +159,6 @@ def _product_classes(product: _Product, table: _Table) -> frozenset[str]:
     return frozenset().union(*(table.ingredients.get(rx, frozenset()) for rx in product.ingredients))
 
 
-def _texts(concept: Any) -> list[str]:
-    texts: list[str] = []
-    for item in concept if isinstance(concept, list) else [concept]:
-        if not isinstance(item, dict):
-            continue
-        texts += [t for t in [item.get("text")] if isinstance(t, str)]
-        displays = [c.get("display") for c in item.get("coding") or [] if isinstance(c, dict)]
-        texts += [d for d in displays if isinstance(d, str)]
-    return texts
-
-
 def _name_matches(text: str, table: _Table) -> list[_Name]:
     """Names found in `text` as whole words, longest first; a matched span is not matched again."""
     rest = _normalise(text)
@@ -183,7 +172,7 @@ def _name_matches(text: str, table: _Table) -> list[_Name]:
 
 def _by_name(concept: Any) -> Classification:
     table = _table()
-    texts = _texts(concept)
+    texts = concept_texts(concept)
     matches = [m for t in texts for m in _name_matches(t, table)]
     if not matches:
         return Classification(None, frozenset(), "none")

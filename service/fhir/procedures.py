@@ -11,7 +11,18 @@ from datetime import date
 from service.domain.facts import Fact, known, unknown
 from service.fhir import codes
 from service.fhir.conditions import CancerPicture
-from service.fhir.util import LOCAL, SNOMED, Resource, codings, extensions, has_code, parse_date, ref_id, rid
+from service.fhir.util import (
+    LOCAL,
+    SNOMED,
+    Resource,
+    codings,
+    concept_texts,
+    extensions,
+    has_code,
+    parse_date,
+    ref_id,
+    rid,
+)
 
 DONE = frozenset({"completed"})
 PLANNED_OR_DONE = frozenset({"preparation", "in-progress", "completed"})
@@ -49,9 +60,7 @@ def _resection(proc: Resource) -> bool:
     code = proc.get("code")
     if has_code(code, SNOMED, codes.PRIMARY_RESECTIONS):
         return True
-    names = [str(c.get("display") or "") for c in (code or {}).get("coding") or [] if isinstance(c, dict)]
-    names.append(str((code or {}).get("text") or ""))
-    return any(_RESECTION_WORDS.search(n) and "biopsy" not in n.lower() for n in names if n)
+    return any(_RESECTION_WORDS.search(n) and "biopsy" not in n.lower() for n in concept_texts(code))
 
 
 def _definitive(proc: Resource) -> bool:
@@ -88,9 +97,7 @@ def _bilateral_oophorectomy(proc: Resource) -> bool:
     code = proc.get("code")
     if has_code(code, SNOMED, codes.BILATERAL_OOPHORECTOMY):
         return True
-    names = [str(c.get("display") or "") for c in (code or {}).get("coding") or [] if isinstance(c, dict)]
-    names.append(str((code or {}).get("text") or ""))
-    return any("oophorectomy" in n.lower() and "bilateral" in n.lower() for n in names)
+    return any("oophorectomy" in n.lower() and "bilateral" in n.lower() for n in concept_texts(code))
 
 
 def _oophorectomy(procs: list[Resource], as_of: date) -> list[Fact]:

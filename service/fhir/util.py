@@ -55,6 +55,18 @@ def _codings(concept: Any) -> Iterator[tuple[str, str]]:
                     yield str(c.get("system") or ""), str(c["code"])
 
 
+def concept_texts(concept: Any) -> list[str]:
+    """The text and coding displays of a CodeableConcept (or a list of them), for matching by name."""
+    texts: list[str] = []
+    for item in concept if isinstance(concept, list) else [concept]:
+        if not isinstance(item, dict):
+            continue
+        texts += [t for t in [item.get("text")] if isinstance(t, str)]
+        displays = [c.get("display") for c in item.get("coding") or [] if isinstance(c, dict)]
+        texts += [d for d in displays if isinstance(d, str)]
+    return texts
+
+
 def has_code(concept: Any, system: str, codes: Iterable[str]) -> bool:
     found = codings(concept)
     return bool(found) and any(s == system and c in codes for s, c in found)
