@@ -7,7 +7,7 @@ from datetime import date, timedelta
 
 from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
 from service.fhir.codes import ECOG, KPS
-from service.fhir.readings import Invalid, ObsIndex, Reading, read_all, value_int
+from service.fhir.readings import Invalid, ObsIndex, Reading, latest, read_all, value_int
 from service.fhir.util import LOINC, Resource
 
 # [KNOW] conventional approximate mapping: 100–90→0, 80–70→1, 60–50→2, 40–30→3, 20–10→4, 0→5.
@@ -40,10 +40,9 @@ def performance_facts(observations: ObsIndex, as_of: date, stale_days: int, issu
         return facts
     # The reading that would be used has a same-day twin with another value (two ECOGs, or a duplicate resource
     # id with other content, DQ-06): conflicting, not whichever came first in the Bundle.
-    chosen = ecogs if _ecog_is_used(ecog_r, kps_r) else kpss
-    disagreeing = _same_day_disagreement(chosen)
-    if disagreeing:
-        facts.append(Fact("ecog", None, FactStatus.CONFLICTING, disagreeing))
+    selected = latest(ecogs if _ecog_is_used(ecog_r, kps_r) else kpss)
+    if selected is not None and selected.conflicting:
+        facts.append(Fact("ecog", None, FactStatus.CONFLICTING, selected.sources))
         return facts
     facts.append(_ecog_fact(ecog_r, kps_r, as_of, stale_days, issues))
     return facts
@@ -56,17 +55,6 @@ def _newest(readings: list[Reading]) -> Reading | None:
 def _ecog_is_used(ecog: Reading | None, kps: Reading | None) -> bool:
     """ECOG is used when there is one at least as recent as the latest KPS (else KPS is converted)."""
     return ecog is not None and (kps is None or (ecog.effective or date.min) >= (kps.effective or date.min))
-
-
-def _same_day_disagreement(readings: list[Reading]) -> tuple[str, ...]:
-    """The sources of the newest date's readings when they do not all have the same value (else empty)."""
-    newest = _newest(readings)
-    if newest is None:
-        return ()
-    same_day = [r for r in readings if r.effective == newest.effective]
-    if len({r.value for r in same_day}) <= 1:
-        return ()
-    return tuple(dict.fromkeys(r.source for r in same_day))
 
 
 def _conflict(ecogs: list[Reading], kpss: list[Reading]) -> tuple[str, ...] | None:
