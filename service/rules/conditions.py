@@ -141,13 +141,16 @@ def truth(cond: Condition, values: Values) -> Truth:
     if isinstance(cond, Atom):
         return _atom_truth(cond, values)
     if isinstance(cond, Not):
-        inner = truth(cond.item, values)
-        return _NOT[inner]
-    results = [truth(item, values) for item in cond.items]
+        return _NOT[truth(cond.item, values)]
+    return _combined(cond, [truth(item, values) for item in cond.items])
+
+
+def _combined(cond: All | Any_, parts: list[Truth]) -> Truth:
+    """Kleene AND / OR of the parts' truth values."""
     stop, keep = (Truth.FALSE, Truth.TRUE) if isinstance(cond, All) else (Truth.TRUE, Truth.FALSE)
-    if stop in results:
+    if stop in parts:
         return stop
-    return keep if all(r is keep for r in results) else Truth.UNDECIDED
+    return keep if all(p is keep for p in parts) else Truth.UNDECIDED
 
 
 def undecided_facts(cond: Condition, values: Values) -> list[str]:
@@ -166,11 +169,9 @@ def _open(cond: Condition, values: Values) -> tuple[Truth, list[str]]:
         value, inner = _open(cond.item, values)
         return _NOT[value], inner
     parts = [_open(item, values) for item in cond.items]
-    stop, keep = (Truth.FALSE, Truth.TRUE) if isinstance(cond, All) else (Truth.TRUE, Truth.FALSE)
-    if any(value is stop for value, _ in parts):
-        return stop, []
-    if all(value is keep for value, _ in parts):
-        return keep, []
+    value = _combined(cond, [v for v, _ in parts])
+    if value is not Truth.UNDECIDED:
+        return value, []
     found: list[str] = []
     for _, facts in parts:  # a decided part contributes no fact
         found.extend(f for f in facts if f not in found)
@@ -189,11 +190,9 @@ def _holding(cond: Condition, values: Values) -> tuple[Truth, list[Atom]]:
         return value, [cond] if value is Truth.TRUE else []
     if isinstance(cond, Not):
         # a negated part holds because something is false; not a single input to point at
-        return _NOT[_open(cond.item, values)[0]], []
+        return truth(cond, values), []
     parts = [_holding(item, values) for item in cond.items]
-    stop, keep = (Truth.FALSE, Truth.TRUE) if isinstance(cond, All) else (Truth.TRUE, Truth.FALSE)
-    truths = [value for value, _ in parts]
-    value = stop if stop in truths else keep if all(t is keep for t in truths) else Truth.UNDECIDED
+    value = _combined(cond, [v for v, _ in parts])
     held = [atoms for t, atoms in parts if t is Truth.TRUE]
     if isinstance(cond, Any_) and len(held) != 1:
         return value, []  # several alternatives hold: no single input flips the answer
