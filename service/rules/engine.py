@@ -61,8 +61,8 @@ class RulesEngine:
         self._host: _Host = self.call(_Host)
         self._sids = itertools.count(1)
         self._owner: threading.Thread | None = self.call(threading.current_thread)
-        self._handles: dict[str, int] = {}
-        self._actions: dict[str, dict[str, str]] = {}  # per ruleset: rule name (what a firing names) → action
+        # per registered ruleset: the C core's handle, and rule name (what a firing names) → action
+        self._registered: dict[str, tuple[int, dict[str, str]]] = {}
 
     def call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run `fn(*args)` on the owner thread and wait for it."""
@@ -73,15 +73,14 @@ class RulesEngine:
 
     def register(self, rulesets: Mapping[str, dict[str, Any]]) -> None:
         """Register compiled rulesets (names must be new: a changed ruleset gets a new name)."""
-        new = {name: body for name, body in rulesets.items() if name not in self._handles}
+        new = {name: body for name, body in rulesets.items() if name not in self._registered}
         for name, body in new.items():
             actions = {rule: str(spec["run"]) for rule, spec in body.items()}  # durable pops "run"
             try:
                 self.call(self._host.set_rulesets, {name: body})
             except Exception as exc:  # the C core reports only an error code
                 raise EngineError(f"durable-rules refused ruleset {name}: {exc}") from exc
-            self._actions[name] = actions
-            self._handles[name] = self.call(self._host.handle, name)
+            self._registered[name] = (self.call(self._host.handle, name), actions)
 
     def run(self, ruleset: str, facts: Sequence[dict[str, Any]]) -> list[tuple[str, int]]:
         """Assert `facts` in a fresh session of `ruleset`; return (action, fact key) pairs. Owner thread only."""
@@ -90,9 +89,9 @@ class RulesEngine:
         strays = {f.get("kind") for f in facts} - set(FactKinds)
         if strays:  # a fact no rule handles makes durable drop the batch (and may crash it): refuse it first
             raise EngineError(f"{ruleset}: facts of unknown kind {sorted(map(str, strays))}")
-        handle, actions = self._handles.get(ruleset), self._actions.get(ruleset)
-        if handle is None or actions is None:
+        if ruleset not in self._registered:
             raise EngineError(f"ruleset {ruleset} is not registered")
+        handle, actions = self._registered[ruleset]
         sid = str(next(self._sids))
         payload = orjson.dumps([{**f, "sid": sid} for f in facts]).decode()
         fired: list[tuple[str, int]] = []
