@@ -51,6 +51,10 @@ BODY_SITE_ORGAN = {
 }
 
 # --- primary cancers (§4.2) --------------------------------------------------------------------------------
+# Melanoma (TGT-RCC/IO, clinical-rules.md §6.12: immunotherapy for bone-metastatic melanoma). The spec's code tables
+# give none: SNOMED 372244006 "Malignant melanoma (disorder)", ICD-10-CM C43 "Malignant melanoma of skin".
+# primary_site has no melanoma value (clinical-rules §1.2): it is `other`, and `is_melanoma` sets the melanoma fact.
+MELANOMA_SNOMED, MELANOMA_ICD10 = "372244006", "C43"
 PRIMARY_SNOMED = {
     "254837009": "breast",
     "372137005": "breast",
@@ -66,7 +70,7 @@ PRIMARY_SNOMED = {
     "363478007": "thyroid",
     "424887002": "thyroid",
     "109989006": "myeloma",
-    "372244006": "other",  # malignant melanoma: primary_site has no melanoma value (clinical-rules §1.2); see MELANOMA
+    MELANOMA_SNOMED: "other",
 }
 PRIMARY_ICD10_PREFIX = {
     "C50": "breast",
@@ -75,16 +79,13 @@ PRIMARY_ICD10_PREFIX = {
     "C64": "kidney_rcc",
     "C73": "thyroid",
     "C90.0": "myeloma",
-    "C43": "other",  # malignant melanoma of skin
+    MELANOMA_ICD10: "other",
 }
-# Melanoma (TGT-RCC/IO, clinical-rules.md §6.12: immunotherapy for bone-metastatic melanoma). The spec's code tables
-# give none: SNOMED 372244006 "Malignant melanoma (disorder)", ICD-10-CM C43 "Malignant melanoma of skin".
-MELANOMA_SNOMED = ("372244006",)
 
 
 def is_melanoma(code: object) -> bool:
     for system, value in codings(code):
-        if (system == SNOMED and value in MELANOMA_SNOMED) or (system == ICD10CM and value.startswith("C43")):
+        if (system == SNOMED and value == MELANOMA_SNOMED) or (system == ICD10CM and value.startswith(MELANOMA_ICD10)):
             return True
     return False
 
