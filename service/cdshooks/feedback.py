@@ -130,16 +130,19 @@ class MemoryIssuedCards:
 class StoreIssuedCards:
     """`IssuedCards` in the state store (`store` opens it on first use), shared by replicas.
 
-    `record` adds no latency to the hook response: it hands the rows to one background thread that writes them
-    (`Store.remember_cards`); a failed write is logged (count and error type only, never card content or patient)
-    and its cards stay unknown to other replicas. Until written, this replica finds its recent cards in memory.
-    `find` blocks on the store: call it from a worker thread. `close` waits for the pending writes."""
+    `record` adds no latency to the hook response: it queues the rows for one background thread, which writes
+    everything queued since its last write in one `Store.remember_cards` call (under load, the cards of several
+    calls share one transaction). A failed write is logged (count and error type only, never card content or
+    patient) and its cards stay unknown to other replicas. Until written, this replica finds its recent cards in
+    memory. At most `max_pending` rows wait; beyond that new rows are dropped with a warning. `find` blocks on the
+    store: call it from a worker thread. `close` waits for the pending writes."""
 
-    def __init__(self, store: Callable[[], Store], recent: int = 10_000, max_pending: int = 10_000) -> None:
+    def __init__(self, store: Callable[[], Store], recent: int = 10_000, max_pending: int = 100_000) -> None:
         self._store = store
         self._recent = MemoryIssuedCards(recent)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="oligocds-issued-cards")
-        self._pending = 0
+        self._queued: list[IssuedCardRecord] = []
+        self._draining = False  # a drain is submitted and has not yet taken the last queued rows
         self._max_pending = max_pending
         self._lock = threading.Lock()
 
@@ -151,27 +154,31 @@ class StoreIssuedCards:
         self._recent.put(found)
         rows = [IssuedCardRecord(uuid, service, c.patient, c.rule, c.code, c.ruleset_version, now) for uuid, c in found]
         with self._lock:
-            if self._pending >= self._max_pending:
+            if len(self._queued) + len(rows) > self._max_pending:
                 log.warning("issued cards not stored (%d cards): write backlog full", len(rows))
                 return
-            self._pending += 1
+            self._queued.extend(rows)
+            if self._draining:
+                return  # the running drain takes them
+            self._draining = True
         try:
-            self._writer.submit(self._write, rows)
+            self._writer.submit(self._drain)
         except RuntimeError:  # shut down
-            self._done()
-            log.warning("issued cards not stored (%d cards): shutting down", len(rows))
+            with self._lock:
+                dropped, self._queued, self._draining = len(self._queued), [], False
+            log.warning("issued cards not stored (%d cards): shutting down", dropped)
 
-    def _write(self, rows: Sequence[IssuedCardRecord]) -> None:
-        try:
-            self._store().remember_cards(rows)
-        except Exception as exc:  # logged, never raised: nobody waits for this write
-            log.warning("issued cards not stored (%d cards): %s", len(rows), type(exc).__name__)
-        finally:
-            self._done()
-
-    def _done(self) -> None:
-        with self._lock:
-            self._pending -= 1
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                rows, self._queued = self._queued, []
+                if not rows:
+                    self._draining = False
+                    return
+            try:
+                self._store().remember_cards(rows)
+            except Exception as exc:  # logged, never raised: nobody waits for this write
+                log.warning("issued cards not stored (%d cards): %s", len(rows), type(exc).__name__)
 
     def find(self, card_uuid: str) -> IssuedCard | None:
         recent = self._recent.find(card_uuid)
