@@ -125,6 +125,7 @@ ALIASES = {
     "days_since_primary_dx": "primary_dx_date",
     "cm_category_recorded": "cm_category",
     "lesion_progressing": "any_omd_lesion_progressing",
+    "max_mets_per_organ_upper": "max_mets_per_organ",
 }
 
 

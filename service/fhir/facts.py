@@ -233,22 +233,39 @@ def _count_facts(picture: CancerPicture, distant: list[Metastasis]) -> list[Fact
         facts.append(known("lesion_count_consistent", True, count_sources))
         facts.append(known("n_mets_min", sites_lower, count_sources))
     facts.append(known("n_mets", exact_value, count_sources) if exact_value is not None else unknown("n_mets"))
-    facts.append(_max_per_organ(distant, exact_value))
+    facts.extend(_max_per_organ(distant, exact_value))
     facts.append(_lifetime(picture, exact_value))
     return facts
 
 
-def _max_per_organ(distant: list[Metastasis], exact_total: int | None) -> Fact:
-    organs = {m.organ for m in distant}
+def _max_per_organ(distant: list[Metastasis], exact_total: int | None) -> list[Fact]:
+    """`max_mets_per_organ` when the records decide it, and `max_mets_per_organ_upper`, an upper bound known
+    whenever the total is exact: an organ holds its per-site counts when all are recorded, else at most the total
+    minus what the other organs hold at least (an exact total of 2 in bone and liver is one lesion each; 3 in two
+    organs is at most 2 per organ)."""
     sources = tuple(m.condition for m in distant)
-    if distant and all(m.count is not None for m in distant):
-        per_organ: dict[str, int] = {}
-        for m in distant:
-            per_organ[m.organ] = per_organ.get(m.organ, 0) + int(m.count or 0)
-        return known("max_mets_per_organ", max(per_organ.values()), sources)
-    if exact_total is not None and len(organs) <= 1:
-        return known("max_mets_per_organ", exact_total, sources)
-    return unknown("max_mets_per_organ")
+    lower: dict[str, int] = {}
+    counted: dict[str, bool] = {}
+    for m in distant:
+        lower[m.organ] = lower.get(m.organ, 0) + m.lower_bound
+        counted[m.organ] = counted.get(m.organ, True) and m.count is not None
+    if distant and all(counted.values()):
+        exact = max(lower.values())
+        return [known("max_mets_per_organ", exact, sources), known("max_mets_per_organ_upper", exact, sources)]
+    undecided = [unknown("max_mets_per_organ"), unknown("max_mets_per_organ_upper", ("max_mets_per_organ",))]
+    if exact_total is None:
+        return undecided
+    if not distant:
+        return [known(name, exact_total, sources) for name in ("max_mets_per_organ", "max_mets_per_organ_upper")]
+    floor = sum(lower.values())
+    upper = {o: lower[o] if counted[o] else exact_total - (floor - lower[o]) for o in lower}
+    if any(upper[o] < lower[o] for o in lower):  # the total is below what the records hold: no bound
+        return undecided
+    bound = known("max_mets_per_organ_upper", max(upper.values()), sources)
+    # exact when at most one organ lacks per-site counts (it holds the rest of the total) or the bounds meet
+    if sum(not c for c in counted.values()) <= 1 or all(upper[o] == lower[o] for o in lower):
+        return [known("max_mets_per_organ", max(upper.values()), sources), bound]
+    return [undecided[0], bound]
 
 
 def _lifetime(picture: CancerPicture, exact_total: int | None) -> Fact:
@@ -273,17 +290,21 @@ def _patient_facts(patients: list[Resource], as_of: date) -> list[Fact]:
 
 
 def _omd_dates(pf: PatientFacts, picture: CancerPicture, obs: ObsIndex) -> list[Fact]:
-    """omd_dx_date from the local `omd-diagnosis` Observation, else (derived) the latest active metastasis
-    onset [CONFIG]; then the interval to the primary diagnosis in calendar months (rounded up)."""
+    """omd_dx_date from the local `omd-diagnosis` Observation, else (derived, fhir-mapping.md §2) the latest
+    active metastasis onset [CONFIG], else the latest CancerDiseaseStatus with evidence type imaging; then the
+    interval to the primary diagnosis in calendar months (rounded up). A conflicting local date stays conflicting."""
     omd = pf.facts.get("omd_dx_date")
     facts: list[Fact] = []
-    if omd is None or not omd.usable:
-        onsets = [(m.onset, m.condition) for m in picture.distant if m.onset]
-        if onsets:
-            when, source = max(onsets)
+    if omd is None or omd.status is FactStatus.UNKNOWN:
+        onsets = [(m.onset, m.condition, "the onset of") for m in picture.distant if m.onset]
+        imaging = [
+            (day, source, "the imaging disease status") for day, source in observations.imaging_status_dates(obs)
+        ]
+        if onsets or imaging:
+            when, source, what = max(onsets or imaging)
             omd = known("omd_dx_date", when.isoformat(), (source,), when, derived=True)
             pf.issues.append(
-                InputIssue("derived-input", "omd_dx_date", f"OMD diagnosis date taken from the onset of {source}")
+                InputIssue("derived-input", "omd_dx_date", f"OMD diagnosis date taken from {what} {source}")
             )
             facts.append(omd)
     omd_day = parse_date(omd.value) if omd and omd.usable else None
@@ -295,7 +316,9 @@ def _omd_dates(pf: PatientFacts, picture: CancerPicture, obs: ObsIndex) -> list[
         sources = (*pf.get("primary_dx_date").sources, *(omd.sources if omd else ()))
         facts.append(known("months_primary_to_omd", months, sources))
     else:
-        facts.append(unknown("months_primary_to_omd", ("primary_dx_date", "omd_dx_date")))
+        # only the date that is missing is reported (clinical-rules §1.1: the issue belongs to the unknown fact)
+        missing = (() if primary else ("primary_dx_date",)) + (() if omd_day else ("omd_dx_date",))
+        facts.append(unknown("months_primary_to_omd", missing))
     return facts
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 
 from service.domain.facts import Fact, FactStatus, InputIssue, Scalar, known, unknown
 from service.fhir import codes
@@ -21,7 +22,7 @@ from service.fhir.readings import (
     value_bool,
     value_code_in,
 )
-from service.fhir.util import LOCAL, LOINC, SNOMED, UCUM, Resource, codings, has_code, rid
+from service.fhir.util import LOCAL, LOINC, SNOMED, UCUM, Resource, codings, effective_date, extensions, has_code, rid
 
 Extract = Callable[[Resource], Scalar | None]
 
@@ -173,6 +174,25 @@ def _progressing(obs: Resource) -> bool | str | None:
             return True
         return UNDETERMINED if found == {codes.UNDETERMINED} else False
     return None
+
+
+# CancerDiseaseStatus evidence type (mCODE STU2+ and STU1 spellings, fhir-mapping.md §1); 363679005 = imaging
+EVIDENCE_TYPE_URLS = ("mcode-cancer-disease-status-evidence-type", "mcode-evidence-type")
+IMAGING = "363679005"
+
+
+def imaging_status_dates(obs: ObsIndex) -> list[tuple[date, str]]:
+    """(effective date, id) of every usable CancerDiseaseStatus whose evidence type is imaging: the fallback for
+    `omd_dx_date` after the metastasis onsets (fhir-mapping.md §2)."""
+    found = []
+    for o in obs.coded(LOINC, codes.DISEASE_STATUS):
+        day = effective_date(o)
+        if day is None or not usable(o):
+            continue
+        evidence = {c for ext in extensions(o, EVIDENCE_TYPE_URLS) for c in codings(ext.get("valueCodeableConcept"))}
+        if (SNOMED, IMAGING) in evidence:
+            found.append((day, rid(o)))
+    return found
 
 
 def _progress_readings(obs: ObsIndex) -> dict[str | None, list[Reading]]:
