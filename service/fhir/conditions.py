@@ -41,6 +41,7 @@ class Metastasis:
     onset: date | None
     count: int | None = None  # exact per-site count (local count with focus, or linked Tumor BodyStructures)
     count_sources: tuple[str, ...] = ()
+    count_conflict: tuple[str, ...] = ()  # per-site counts that disagree on their latest date
 
     @property
     def lower_bound(self) -> int:
@@ -56,6 +57,7 @@ class CancerPicture:
     mets: list[Metastasis] = field(default_factory=list)
     total_count: Reading | None = None
     earlier_counts: list[Reading] = field(default_factory=list)
+    count_conflict: tuple[str, ...] = ()  # total counts that disagree on their latest date
     fractures: list[Resource] = field(default_factory=list)
 
     @property
@@ -171,8 +173,9 @@ def apply_counts(
     count_obs: Iterable[Resource],
     tumors: Iterable[Resource],
     issues: list[InputIssue],
-) -> tuple[Reading | None, list[Reading]]:
-    """Per-site counts onto the metastases; return the latest total count and every total count reading."""
+) -> tuple[Reading | None, list[Reading], tuple[str, ...]]:
+    """Per-site counts onto the metastases (a per-site conflict is kept on the metastasis); return the latest total
+    count (None when absent or conflicting), every total count reading, and the sources of a conflicting total."""
     readings = read_all(count_obs, _count, "n_mets", issues)
     groups = by_focus(readings)
     per_tumor: dict[str, list[str]] = {}
@@ -187,12 +190,14 @@ def apply_counts(
             met.count, met.count_sources = int(selected.value), selected.sources
         elif met.condition in per_tumor:
             met.count, met.count_sources = len(per_tumor[met.condition]), tuple(per_tumor[met.condition])
+        elif selected and selected.conflicting:
+            met.count_conflict = selected.sources
     totals = groups.get(None, [])
     chosen = latest(totals)
     total = None
     if chosen and not chosen.conflicting:
         total = next(r for r in totals if r.source == chosen.sources[0])
-    return total, totals
+    return total, totals, chosen.sources if chosen and chosen.conflicting else ()
 
 
 def _count(obs: Resource) -> int | None:

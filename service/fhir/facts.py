@@ -181,7 +181,7 @@ def _cancer_picture(by_type: dict[str, list[Resource]], obs: ObsIndex, issues: l
         picture.primary_site = codes.primary_site(chosen[1].get("code")) or "other"
     count_obs = obs.local("metastatic-lesion-count")
     tumors = by_type.get("BodyStructure", [])
-    picture.total_count, picture.earlier_counts = apply_counts(mets, count_obs, tumors, issues)
+    picture.total_count, picture.earlier_counts, picture.count_conflict = apply_counts(mets, count_obs, tumors, issues)
     return picture
 
 
@@ -216,23 +216,37 @@ def _metastasis_facts(picture: CancerPicture) -> list[Fact]:
 
 
 def _count_facts(picture: CancerPicture, distant: list[Metastasis]) -> list[Fact]:
+    """n_mets (exact total) and its companions. A total that disagrees with itself on its latest date, per-site
+    counts that do, a total below the number of active metastasis Conditions (clinical-rules §3.1) or a total
+    with no metastasis Condition at all (closed world) make n_mets conflicting (fhir-mapping §2.1)."""
     total = picture.total_count
     sources = tuple(m.condition for m in distant)
     sites_lower = sum(m.lower_bound for m in distant)
     # every active metastasis has a per-site count; none recorded (closed world, clinical-rules §1.1) is exactly 0
     per_site_exact = all(m.count is not None for m in distant)
-    facts = [known("n_mets_reported", bool(total and int(total.value) > 0), (total.source,) if total else ())]
+    per_site_conflict = tuple(s for m in distant for s in m.count_conflict)
+    reported = bool(total and int(total.value) > 0) or bool(picture.count_conflict or per_site_conflict)
+    facts = [known("n_mets_reported", reported, (total.source,) if total else picture.count_conflict)]
+    conflict: tuple[str, ...] = ()
     if total is not None:
         count_sources = (total.source, *sources)
         exact_value: int | None = int(total.value)
-        facts.append(known("lesion_count_consistent", int(total.value) >= len(distant), count_sources))
+        consistent = int(total.value) >= len(distant) and (bool(distant) or int(total.value) == 0)
+        facts.append(known("lesion_count_consistent", consistent, count_sources))
         facts.append(known("n_mets_min", int(total.value), count_sources))
+        if not consistent:
+            conflict = count_sources
     else:
         count_sources = tuple(s for m in distant for s in (m.condition, *m.count_sources))
         exact_value = sites_lower if per_site_exact else None
         facts.append(known("lesion_count_consistent", True, count_sources))
         facts.append(known("n_mets_min", sites_lower, count_sources))
-    facts.append(known("n_mets", exact_value, count_sources) if exact_value is not None else unknown("n_mets"))
+        conflict = picture.count_conflict or per_site_conflict
+    if conflict:
+        facts.append(Fact("n_mets", None, FactStatus.CONFLICTING, conflict))
+        exact_value = None
+    else:
+        facts.append(known("n_mets", exact_value, count_sources) if exact_value is not None else unknown("n_mets"))
     facts.extend(_max_per_organ(distant, exact_value))
     facts.append(_lifetime(picture, exact_value))
     return facts

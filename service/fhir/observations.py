@@ -215,8 +215,11 @@ def status_facts(obs: ObsIndex, picture: CancerPicture) -> list[Fact]:
     facts = [progressing]
     lesions = [latest(groups.get(m.condition, [])) for m in picture.distant]
     sources = tuple(s for sel in lesions if sel for s in sel.sources)
+    conflicts = tuple(s for sel in lesions if sel and sel.conflicting for s in sel.sources)
     if any(sel and sel.value is True for sel in lesions):
         facts.append(known("any_omd_lesion_progressing", True, sources))
+    elif conflicts:  # a lesion with two different results on its latest date (fhir-mapping §2.1)
+        facts.append(Fact("any_omd_lesion_progressing", None, FactStatus.CONFLICTING, conflicts))
     elif lesions and all(sel and sel.value is False for sel in lesions):
         facts.append(known("any_omd_lesion_progressing", False, sources))
     else:

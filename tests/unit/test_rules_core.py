@@ -62,6 +62,9 @@ def issue(out: RuleResults, code: str, name: str) -> tuple[str, ...] | None:
     return next((i.rules for i in out.issues if i.code == code and i.input == name), None)
 
 
+CONFLICTING_N_METS = Fact("n_mets", None, FactStatus.CONFLICTING, ("Observation/c1", "Observation/c2"))
+
+
 # --- OMD-01 ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("changes", "state"),
@@ -71,10 +74,12 @@ def issue(out: RuleResults, code: str, name: str) -> tuple[str, ...] | None:
         ({"n_mets": 5, "n_mets_min": 5}, "oligometastatic"),
         ({"n_mets": 6, "n_mets_min": 6}, "polymetastatic"),
         ({"n_mets": 4, "n_mets_min": 4}, "oligometastatic"),
-        ({"n_mets": None, "n_mets_min": 5}, "possible"),
+        ({"n_mets": None, "n_mets_min": 5, "n_mets_reported": False}, "possible"),
         ({"n_mets": None, "n_mets_min": 6}, "polymetastatic"),
         ({"diffuse_disease": True}, "polymetastatic"),
-        ({"lesion_count_consistent": False}, "unknown"),
+        # a count below the recorded sites, or one that disagrees with itself: n_mets conflicting (§3.1, §2.1)
+        ({"lesion_count_consistent": False, "n_mets": CONFLICTING_N_METS, "n_mets_min": 1}, "unknown"),
+        ({"n_mets": CONFLICTING_N_METS, "n_mets_min": 2}, "unknown"),
         ({"has_active_distant_met": False, "n_mets_reported": False, "n_mets": 0}, "not-applicable"),
         ({"has_active_distant_met": False, "n_mets_reported": False, "cm_category": "M1"}, "unknown"),
     ],
