@@ -27,7 +27,7 @@ SECONDARY_ICD10 = {
     "C78.01": "lung",
     "C78.02": "lung",
     "C79.31": "brain",
-    "C79.32": "meninges",
+    "C79.32": "brain",  # meninges: diffuse, leptomeningeal (fhir-mapping §4.1 brain row)
     "C78.2": "pleura",
     "C78.6": "peritoneum",
     "C79.70": "adrenal",
@@ -36,8 +36,15 @@ SECONDARY_ICD10 = {
     "C79.9": None,
     "C79.89": None,
 }
-DIFFUSE_ORGANS = frozenset({"bone-marrow", "pleura", "peritoneum", "meninges"})
-VISCERAL_ORGANS = frozenset({"lung", "liver", "brain", "adrenal", "pleura", "peritoneum", "meninges", "other-visceral"})
+DIFFUSE_ORGANS = frozenset({"bone-marrow", "pleura", "peritoneum"})
+DIFFUSE_ICD10 = frozenset({"C79.32"})  # leptomeningeal: organ brain, diffuse (fhir-mapping §4.1)
+VISCERAL_ORGANS = frozenset({"lung", "liver", "brain", "adrenal", "pleura", "peritoneum", "other-visceral"})
+
+
+def is_diffuse(organ: str, code: object) -> bool:
+    """Diffuse disease (clinical-rules §1.2 `diffuse_disease`): the diffuse organ buckets, or leptomeningeal."""
+    return organ in DIFFUSE_ORGANS or any(s == ICD10CM and c in DIFFUSE_ICD10 for s, c in codings(code))
+
 
 # Body sites that give the organ of a generic secondary code (128462008 + bodySite).
 BODY_SITE_ORGAN = {

@@ -42,6 +42,7 @@ class Metastasis:
     count: int | None = None  # exact per-site count (local count with focus, or linked Tumor BodyStructures)
     count_sources: tuple[str, ...] = ()
     count_conflict: tuple[str, ...] = ()  # per-site counts that disagree on their latest date
+    diffuse: bool = False  # carcinomatosis, leptomeningeal or marrow disease (codes.is_diffuse)
 
     @property
     def lower_bound(self) -> int:
@@ -165,6 +166,7 @@ def _metastasis(cond: Resource, organ: str | None, code: object) -> Metastasis:
         active=is_active(cond),
         regional=regional,
         onset=dx_date(cond),
+        diffuse=codes.is_diffuse(organ, code),
     )
 
 

@@ -204,7 +204,7 @@ def _metastasis_facts(picture: CancerPicture) -> list[Fact]:
     organs = {m.organ for m in distant}
     facts = [
         known("has_active_distant_met", bool(distant), sources),
-        known("diffuse_disease", bool(organs & codes.DIFFUSE_ORGANS), sources),
+        known("diffuse_disease", any(m.diffuse for m in distant), sources),
         known("bone_mets", "bone" in organs, sources),
         known("bone_only", bool(distant) and organs == {"bone"}, sources),
         known("visceral_mets", bool(organs & codes.VISCERAL_ORGANS), sources),

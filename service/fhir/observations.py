@@ -236,7 +236,7 @@ def _history(picture: CancerPicture) -> list[Fact]:
         for r in picture.earlier_counts
         if current and r.effective and current.effective and r.effective < current.effective and int(r.value) > 5
     ]
-    past_diffuse = [m for m in picture.mets if not m.active and m.organ in codes.DIFFUSE_ORGANS]
+    past_diffuse = [m for m in picture.mets if not m.active and m.diffuse]
     sources = tuple(r.source for r in earlier) + tuple(m.condition for m in past_diffuse)
     if sources:
         return [known("history_polymetastatic_derived", True, sources, derived=True)]
