@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-from service.domain.assessment import assessment
+from service.domain.assessment import assessment, class_answers
 from service.domain.facts import InputIssue, PatientFacts
 from service.domain.result import Issue, Recommendation, RulesetInfo
 from service.fhir.cards import cards
@@ -69,7 +69,9 @@ def render(pf: PatientFacts, outcome: RuleResults, runner: RuleRunner, canonical
         "recommendations": [_rec_json(r) for r in outcome.recommendations],
         "issues": [_issue_json(i) for i in outcome.issues],
         "carePlan": plan,
-        "cards": cards(pf.patient, summary, outcome.recommendations, outcome.issues, info, canonical_base, plan),
+        "cards": cards(
+            pf.patient, summary, outcome.recommendations, outcome.issues, info, canonical_base, plan, class_answers(pf)
+        ),
     }
 
 

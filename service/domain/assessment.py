@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from service.domain.facts import LesionFacts, PatientFacts
+from service.domain.facts import Fact, FactStatus, LesionFacts, PatientFacts
 
 # Facts derived by rules that the assessment reports: when one stays undecided, its open inputs are issues even though
 # no recommendation waits for it.
@@ -45,3 +45,41 @@ def _lesion(lesion: LesionFacts) -> dict[str, Any]:
         "mirels": mirels,
         "fracture": lesion.fracture,
     }
+
+
+# The five answers of the ESTRO/EORTC 2020 decision tree (clinical-rules §2.2), as the summary card lists them (§2.5).
+CLASS_QUESTIONS = (
+    ("history_polymetastatic", "Polymetastatic disease before this OMD diagnosis"),
+    ("previous_omd_dx", "Previous diagnosis of OMD"),
+    ("months_primary_to_omd", "Primary diagnosis → OMD diagnosis (months; ≤ 6 = synchronous)"),
+    ("on_systemic_therapy_at_omd_dx", "OMD diagnosed during active systemic therapy"),
+    ("any_omd_lesion_progressing", "Any OMD lesion progressing on current imaging"),
+)
+
+
+def class_answers(pf: PatientFacts) -> list[str]:
+    """One line per question of the classification: the answer, and whether it (or a date it rests on) was
+    derived rather than recorded."""
+    lines = []
+    for name, question in CLASS_QUESTIONS:
+        fact = pf.facts.get(name)
+        shown = _answer(fact)
+        if name == "months_primary_to_omd":
+            dates = [pf.facts.get(d) for d in ("primary_dx_date", "omd_dx_date")]
+            if all(d is not None and d.usable for d in dates):
+                shown += f" ({dates[0].value if dates[0] else ''} → {dates[1].value if dates[1] else ''})"
+            derived = any(d is not None and d.usable and d.derived for d in dates)
+        else:
+            derived = fact is not None and fact.usable and fact.derived
+        lines.append(f"{question}: **{shown}**{' (derived)' if derived else ''}")
+    return lines
+
+
+def _answer(fact: Fact | None) -> str:
+    if fact is None or fact.status is FactStatus.UNKNOWN:
+        return "unknown"
+    if fact.status is FactStatus.CONFLICTING:
+        return "conflicting"
+    if isinstance(fact.value, bool):
+        return "yes" if fact.value else "no"
+    return str(fact.value)

@@ -130,6 +130,7 @@ def summary_card(
     ruleset: RulesetInfo,
     canonical_base: str,
     care_plan: dict[str, Any],
+    class_answers: Sequence[str] = (),
 ) -> dict[str, Any]:
     count = assessment["lesionCount"]
     n = count["value"]
@@ -147,6 +148,9 @@ def summary_card(
         f"**Controlled primary (OMD-03):** {_show(assessment['controlledPrimary'])}; "
         f"**ECOG:** {_show(assessment['ecog'])}",
     ]
+    if class_answers:
+        lines.append("\n**Classification answers (ESTRO/EORTC 2020)**")
+        lines.extend(f"{n}. {answer}" for n, answer in enumerate(class_answers, 1))
     if issues:
         lines.append("\n**Open questions in the record**")
         lines.extend(f"- {i.code}: {i.input} ({', '.join(i.rules) or 'input check'}) — {i.detail}" for i in issues)
@@ -190,6 +194,7 @@ def cards(
     ruleset: RulesetInfo,
     canonical_base: str,
     care_plan: dict[str, Any],
+    class_answers: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Summary card first (when a distant metastasis is active), then critical → warning → info, rule id.
     The per-recommendation proposals address what the whole CarePlan addresses (the cancer conditions)."""
@@ -197,5 +202,5 @@ def cards(
     ordered = sorted(recs, key=lambda r: (ORDER[r.indicator], r.rule, r.code, r.lesion or ""))
     out = [recommendation_card(r, patient, ruleset, canonical_base, addresses) for r in ordered]
     if assessment["omdState"] != "not-applicable":
-        out.insert(0, summary_card(patient, assessment, issues, ruleset, canonical_base, care_plan))
+        out.insert(0, summary_card(patient, assessment, issues, ruleset, canonical_base, care_plan, class_answers))
     return out

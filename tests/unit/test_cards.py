@@ -1,13 +1,17 @@
-"""Card identifiers: the UUIDv5 shortcut gives what the standard library gives."""
+"""Card identifiers (the UUIDv5 shortcut gives what the standard library gives) and the summary card's detail."""
 
 from __future__ import annotations
 
+import json
 import uuid
+from datetime import date
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.bootstrap import Container
 from service.fhir.cards import card_uuid, uuid5_text
+from tests.conftest import FIXTURES
 
 
 @settings(max_examples=500, deadline=None)
@@ -24,3 +28,21 @@ def test_card_uuid_is_the_uuid5_of_contract_section_3() -> None:
     assert card_uuid(base, "Patient/1", "SABR-01", "sabr") == str(uuid.uuid5(namespace, "Patient/1#SABR-01#sabr"))
     lesion = card_uuid(base, "Patient/1", "SURG-MIRELS", "fixation", "Condition/m1")
     assert lesion == str(uuid.uuid5(namespace, "Patient/1#SURG-MIRELS#fixation#Condition/m1"))
+
+
+def test_the_summary_card_lists_the_five_classification_answers(container: Container) -> None:
+    # clinical-rules §2.5: "the detail lists the five answers and which were derived". Here the OMD date comes from
+    # an imaging CancerDiseaseStatus (derived), the other answers are recorded or read from the medication list.
+    bundle = json.loads(
+        (FIXTURES / "class-metachronous-omd-date-from-imaging-disease-status" / "bundle.json").read_text()
+    )
+    (result,) = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    detail = result["cards"][0]["detail"]
+    answers = detail.split("**Classification answers (ESTRO/EORTC 2020)**\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert answers == [
+        "1. Polymetastatic disease before this OMD diagnosis: **no**",
+        "2. Previous diagnosis of OMD: **no**",
+        "3. Primary diagnosis → OMD diagnosis (months; ≤ 6 = synchronous): **22 (2025-01-10 → 2026-10-20)** (derived)",
+        "4. OMD diagnosed during active systemic therapy: **no**",
+        "5. Any OMD lesion progressing on current imaging: **no**",
+    ]
