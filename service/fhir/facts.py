@@ -248,7 +248,7 @@ def _count_facts(picture: CancerPicture, distant: list[Metastasis]) -> list[Fact
     else:
         facts.append(known("n_mets", exact_value, count_sources) if exact_value is not None else unknown("n_mets"))
     facts.extend(_max_per_organ(distant, exact_value))
-    facts.append(_lifetime(picture, exact_value))
+    facts.extend(_lifetime(picture, exact_value))
     return facts
 
 
@@ -282,11 +282,14 @@ def _max_per_organ(distant: list[Metastasis], exact_total: int | None) -> list[F
     return [undecided[0], bound]
 
 
-def _lifetime(picture: CancerPicture, exact_total: int | None) -> Fact:
+def _lifetime(picture: CancerPicture, exact_total: int | None) -> list[Fact]:
+    """n_mets_lifetime (exact), and its lower bound: the current lower bound plus what past metastases held."""
     past = [m for m in picture.mets if not m.active and not m.regional]
+    current_min = exact_total if exact_total is not None else sum(m.lower_bound for m in picture.distant)
+    lower = known("n_mets_lifetime_min", current_min + sum(m.lower_bound for m in past))
     if exact_total is None or any(m.count is None for m in past):
-        return unknown("n_mets_lifetime")
-    return known("n_mets_lifetime", exact_total + sum(int(m.count or 0) for m in past))
+        return [unknown("n_mets_lifetime"), lower]
+    return [known("n_mets_lifetime", exact_total + sum(int(m.count or 0) for m in past)), lower]
 
 
 def _patient_facts(patients: list[Resource], as_of: date) -> list[Fact]:

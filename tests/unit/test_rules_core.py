@@ -20,6 +20,7 @@ BASE: dict[str, Any] = {
     "n_mets": 3,
     "n_mets_min": 3,
     "n_mets_lifetime": 3,
+    "n_mets_lifetime_min": 3,
     "max_mets_per_organ": 2,
     "bone_mets": True,
     "brain_mets": False,
