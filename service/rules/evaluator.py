@@ -192,6 +192,10 @@ class _State:
         if fact is None or not fact.missing or depth > 3:
             return own
         roots = [r for m in fact.missing for r in self._roots(subject, m, depth + 1)]
+        # a working fact standing for the same §1.2 input (life_expectancy_6m → life_expectancy) reports it once,
+        # with the input's own status (conflicting, stale) rather than "unknown"
+        found = {name for name, _ in roots}
+        own = [o for o in own if o[0] not in found]
         return list(dict.fromkeys(own + roots)) or [(public, status)]
 
     def _changes(self, subject: _Subject, outcome: Outcome) -> list[str]:
