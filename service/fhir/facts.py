@@ -365,6 +365,8 @@ def _medication_facts(pf: PatientFacts, uses: list[MedicationUse], as_of: date, 
 def _tumor_board_facts(pf: PatientFacts) -> list[Fact]:
     review = pf.facts.get("tumor_board_date")
     omd = pf.facts.get("omd_dx_date")
+    if review and review.usable and not (omd and omd.usable):  # a review, but after what? (MDT-01 indicator)
+        return [unknown("tumor_board_after_omd_dx", ("omd_dx_date",), review.sources)]
     after = bool(review and review.usable and omd and omd.usable and str(review.value) > str(omd.value))
     return [known("tumor_board_after_omd_dx", after, review.sources if review and after else ())]
 

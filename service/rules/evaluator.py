@@ -142,6 +142,10 @@ class _State:
         activity = None
         if outcome.activity and not (outcome.activity.unless and truth(outcome.activity.unless, values) is Truth.TRUE):
             activity = outcome.activity.kind
+        # an indicator or activity choice left open by an unknown fact keeps the default and names that fact
+        for cond in [c for c, _ in outcome.indicator_when] + ([outcome.activity.unless] if outcome.activity else []):
+            if cond is not None and truth(cond, values) is Truth.UNDECIDED:
+                self._block(rule.id, subject, cond)
         for name in outcome.conflicts:
             fact = self.fact(subject, name)
             if fact is not None and fact.status is FactStatus.CONFLICTING:
