@@ -30,7 +30,10 @@ def assessment(pf: PatientFacts) -> dict[str, Any]:
         "controlledPrimary": pf.value("primary_controlled"),
         "ecog": ecog.value if ecog is not None and ecog.value is not None else None,
         "crcl": pf.value("crcl"),
-        "lesions": [_lesion(lesion) for lesion in pf.lesions],
+        # one entry per Condition: differing copies of one id (DQ-06) are one lesion, the first copy shown
+        "lesions": [
+            _lesion(lesion) for lesion in {lesion.condition: lesion for lesion in reversed(pf.lesions)}.values()
+        ][::-1],
     }
 
 

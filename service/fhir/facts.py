@@ -70,7 +70,8 @@ def _patient_facts_of(
     pf = PatientFacts(patient, as_of)
     obs = ObsIndex(by_type.get("Observation", []))
     picture = _cancer_picture(by_type, obs, pf.issues)
-    pf.cancer_conditions = [*picture.primary_ids, *(m.condition for m in picture.mets if m.active)]
+    # one entry per Condition id, even when differing copies of one id are both kept (DQ-06)
+    pf.cancer_conditions = list(dict.fromkeys([*picture.primary_ids, *(m.condition for m in picture.mets if m.active)]))
     _put_all(pf, _primary_facts(picture, as_of))
     _put_all(pf, _metastasis_facts(picture))
     _put_all(pf, performance_facts(obs, as_of, options.stale_ps_days, pf.issues))

@@ -222,7 +222,10 @@ class _State:
         return [f for f in (self.fact(subject, n) for n in _names(cond)) if f is not None and f.usable]
 
     def finish(self) -> RuleResults:
-        recs = sorted(self.recs, key=lambda r: (r.rule, r.code, r.lesion or ""))
+        # one recommendation per rule, code and subject (clinical-rules §1.1), also when differing copies of one
+        # Condition id are both kept as lesions (DQ-06): the first one stands
+        unique = {(r.rule, r.code, r.lesion): r for r in reversed(self.recs)}
+        recs = sorted(unique.values(), key=lambda r: (r.rule, r.code, r.lesion or ""))
         recs = [_with_others(r, recs) if (r.rule, r.code) in self.listing else r for r in recs]
         issues = [Issue(code, name, tuple(rules), detail) for (code, name), (rules, detail) in self.issues.items()]
         issues.extend(_input_issue(i) for i in self.pf.issues)
