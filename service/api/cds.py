@@ -119,7 +119,7 @@ async def discovery(request: Request) -> Response:
 @router.post("/{service_id}")
 async def call(service_id: str, request: Request) -> Response:
     """Call a CDS service: cards for the hook's context and prefetch."""
-    return json_response(await _hooks(request).call(service_id, await _body(request)))
+    return Response(await _hooks(request).call(service_id, await _body(request)), media_type="application/json")
 
 
 @router.post("/{service_id}/feedback")

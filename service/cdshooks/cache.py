@@ -13,9 +13,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
-
-import orjson
 
 Key = tuple[str, str, str]
 
@@ -37,16 +34,17 @@ class ResponseCache:
     def key(service_id: str, hook_instance: str, body: bytes) -> Key:
         return (service_id, hook_instance, hashlib.sha256(body).hexdigest())
 
-    def get(self, key: Key) -> dict[str, Any] | None:
+    def get(self, key: Key) -> bytes | None:
+        """The JSON of the response given to this call, if still kept."""
         with self._lock:
             self._expire()
             hit = self._entries.get(key)
-        return orjson.loads(hit[1]) if hit else None
+        return hit[1] if hit else None
 
-    def put(self, key: Key, response: dict[str, Any]) -> None:
+    def put(self, key: Key, stored: bytes) -> None:
+        """Keep the JSON of a response (the bytes that were sent)."""
         if self._ttl <= 0:
             return
-        stored = orjson.dumps(response)
         if len(stored) > self._max_bytes:
             return
         with self._lock:

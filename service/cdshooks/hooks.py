@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+import orjson
+
 from service.cdshooks import orders, wire
 from service.cdshooks.cache import ResponseCache
 from service.cdshooks.errors import CdsError
@@ -76,7 +78,8 @@ class CdsHooks:
     def discovery(self, ruleset: Mapping[str, str]) -> dict[str, Any]:
         return discovery(dict(ruleset))
 
-    async def call(self, service_id: str, body: bytes) -> dict[str, Any]:
+    async def call(self, service_id: str, body: bytes) -> bytes:
+        """The JSON response to a service call: `{"cards": [...]}` (rendered once; a repeat gets the same bytes)."""
         call = self._read_call(service_id, body)
         key = self.state.cache.key(service_id, call.request.hookInstance, body)
         cached = self.state.cache.get(key)
@@ -87,11 +90,12 @@ class CdsHooks:
         cards = self._cards(call, prefetched)
         response = {"cards": [prune(c) for c in cards]}
         self.state.issued.record(call.patient, response["cards"], service_id)  # written in the background
-        self.state.cache.put(key, response)
+        rendered = orjson.dumps(response)
+        self.state.cache.put(key, rendered)
         log.info(
             "cds %s %s hookInstance=%s cards=%d", service_id, call.service.hook, call.request.hookInstance, len(cards)
         )
-        return response
+        return rendered
 
     def feedback(self, service_id: str, body: bytes) -> int:
         """Store the feedback items (idempotent), each with the card it is about when one of the replicas issued

@@ -338,15 +338,15 @@ def test_response_cache_expires() -> None:
     now = [0.0]
     cache = ResponseCache(ttl_s=300, clock=lambda: now[0])
     key = cache.key("oligocds-patient-view", "h1", b"{}")
-    cache.put(key, {"cards": []})
-    assert cache.get(key) == {"cards": []} and cache.get(cache.key("oligocds-patient-view", "h1", b"{ }")) is None
+    cache.put(key, b'{"cards":[]}')
+    assert cache.get(key) == b'{"cards":[]}' and cache.get(cache.key("oligocds-patient-view", "h1", b"{ }")) is None
     now[0] = 301
     assert cache.get(key) is None
 
 
 def test_response_cache_keeps_at_most_its_byte_budget_oldest_out_first() -> None:
-    response = {"cards": [{"summary": "x" * 1000}]}
-    size = len(orjson.dumps(response))
+    response = orjson.dumps({"cards": [{"summary": "x" * 1000}]})
+    size = len(response)
     cache = ResponseCache(ttl_s=300, max_bytes=3 * size)
     keys = [cache.key("oligocds-patient-view", f"h{i}", b"{}") for i in range(5)]
     for key in keys:
@@ -355,14 +355,14 @@ def test_response_cache_keeps_at_most_its_byte_budget_oldest_out_first() -> None
     assert [cache.get(k) is not None for k in keys] == [False, False, True, True, True]
     cache.put(keys[4], response)  # stored again: counted once
     assert cache.size_bytes == 3 * size
-    cache.put(cache.key("oligocds-patient-view", "big", b"{}"), {"cards": [{"summary": "x" * 4 * size}]})
+    cache.put(cache.key("oligocds-patient-view", "big", b"{}"), orjson.dumps({"cards": [{"summary": "x" * 4 * size}]}))
     assert len(cache) == 3, "a response larger than the whole budget is not kept (and evicts nothing)"
 
 
 def test_response_cache_off_keeps_nothing() -> None:
     cache = ResponseCache(ttl_s=0)
     key = cache.key("oligocds-patient-view", "h1", b"{}")
-    cache.put(key, {"cards": []})
+    cache.put(key, b'{"cards":[]}')
     assert cache.get(key) is None and len(cache) == 0
 
 
