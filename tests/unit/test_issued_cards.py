@@ -34,7 +34,10 @@ def card(uuid: str, rule: str = "MDT-01", code: str = "tumor-board-review") -> d
     return {
         "uuid": uuid,
         "source": {"topic": {"code": code}},
-        "extension": {"org.oligocds.explanation": {"rule": rule, "code": code}, "org.oligocds.ruleset": {"version": "1"}},
+        "extension": {
+            "org.oligocds.explanation": {"rule": rule, "code": code},
+            "org.oligocds.ruleset": {"version": "1"},
+        },
     }
 
 
