@@ -117,6 +117,11 @@ ALIASES = {
     "lesion_mirels_size": "mirels",
     "lesion_site_class": "site_class",
     "lesion_fracture": "fracture",
+    # open lesion inputs of needs_stabilisation (SABR-01), one per input and status
+    "lesions_mirels_unknown": "mirels",
+    "lesions_mirels_conflicting": "mirels",
+    "lesions_fracture_unknown": "fracture",
+    "lesions_fracture_conflicting": "fracture",
     "life_expectancy_6m": "life_expectancy",
     "calcium_low": "ca_corrected_mg_dl",
     "calcium_mg_dl": "ca_corrected_mg_dl",

@@ -151,17 +151,30 @@ def _needs_stabilisation(pf: PatientFacts) -> Fact:
         hits.extend(pf.get("mscc_or_neuro_deficit").sources or ["mscc_or_neuro_deficit"])
     if hits:
         return known("needs_stabilisation", True, tuple(hits))
-    open_lesions = [
-        lesion.condition
-        for lesion in pf.lesions
-        if lesion.organ == "bone"
-        and (lesion.site_class in long_bone or lesion.site_class == "unknown")
-        and lesion.mirels_score is None
-        and lesion.fracture != "actual"
-    ]
-    if open_lesions:
-        return unknown("needs_stabilisation", ("mirels",))
+    # Lesions that could still need stabilisation: a long bone (or unknown site) without a Mirels score, or a bone
+    # lesion whose fracture status is not known. Each open input becomes a fact with its own status (unknown or
+    # conflicting), so SABR-01 names it with the right issue code (clinical-rules.md §1.1).
+    open_inputs: dict[tuple[str, FactStatus], list[str]] = {}
+    for lesion in pf.lesions:
+        if lesion.organ != "bone" or lesion.fracture == "actual":
+            continue
+        if (lesion.site_class in long_bone or lesion.site_class == "unknown") and lesion.mirels_score is None:
+            _open(open_inputs, lesion, "lesion_mirels_score", "mirels")
+        if lesion.fracture is None:
+            _open(open_inputs, lesion, "lesion_fracture", "fracture")
+    if open_inputs:
+        names = []
+        for (public, status), conditions in open_inputs.items():
+            names.append(f"lesions_{public}_{status.value}")
+            pf.put(Fact(names[-1], None, status, tuple(conditions)))
+        return unknown("needs_stabilisation", tuple(names))
     return known("needs_stabilisation", False, tuple(lesion.condition for lesion in pf.lesions))
+
+
+def _open(found: dict[tuple[str, FactStatus], list[str]], lesion: LesionFacts, name: str, public: str) -> None:
+    fact = lesion.facts.get(name)
+    status = fact.status if fact is not None and fact.status is FactStatus.CONFLICTING else FactStatus.UNKNOWN
+    found.setdefault((public, status), []).append(lesion.condition)
 
 
 def _put_all(pf: PatientFacts, facts: Iterable[Fact]) -> None:
@@ -367,6 +380,7 @@ def _derived_mirels(lesion: LesionFacts) -> InputIssue:
 def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> LesionFacts:
     facts = observations.lesion_facts(met, obs, picture)
     score = facts_value(facts, "lesion_mirels_score")
+    fracture = facts_value(facts, "lesion_fracture")
     long_bone = met.site_class in ("weight-bearing-long-bone", "other-long-bone")
     return LesionFacts(
         condition=met.condition,
@@ -374,7 +388,7 @@ def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> LesionFac
         site_class=met.site_class,
         facts={f.name: f for f in facts},
         mirels_score=score if isinstance(score, int) and long_bone else None,
-        fracture=str(facts_value(facts, "lesion_fracture")) if met.organ == "bone" else None,
+        fracture=fracture if isinstance(fracture, str) and met.organ == "bone" else None,  # not known → null
     )
 
 

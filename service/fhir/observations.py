@@ -262,14 +262,41 @@ def _components(obs: Resource) -> dict[str, str]:
     return found
 
 
+def _encode(parts: dict[str, str]) -> str:
+    """One mirels-assessment as a comparable value (fhir-mapping.md §2.1: two different values on the latest date
+    are conflicting): its components in a fixed order."""
+    return ";".join(f"{k}={parts[k]}" for k in MIRELS_POINTS if k in parts)
+
+
+def _decode(value: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in value.split(";") if item)
+
+
 def mirels_facts(met: Metastasis, obs: ObsIndex) -> list[Fact]:
-    mine = [o for o in obs.local("mirels-assessment") if usable(o) and _focus(o) == met.condition]
-    newest = max(mine, key=lambda o: str(o.get("effectiveDateTime", "")), default=None)
-    parts = _components(newest) if newest else {}
-    sources = (met.condition, rid(newest)) if newest else (met.condition,)
-    facts = [known("lesion_painful", "mirels-pain" in parts, sources)]
+    """The lesion's latest mirels-assessment (per (code, focus), fhir-mapping.md §2.1); two that differ on that
+    date make the Mirels inputs conflicting, whatever their order in the Bundle."""
+    readings = read_all(_focused(obs.local("mirels-assessment"), met), lambda o: _encode(_components(o)), "mirels", [])
+    selected = latest(readings)
+    if selected is None:
+        parts: dict[str, str] = {}
+        sources: tuple[str, ...] = (met.condition,)
+        painful = False
+    else:
+        top = [r for r in readings if r.source in selected.sources]
+        sources = (met.condition, *selected.sources)
+        # painful: any same-day assessment graded the pain (every grade is pain), so a conflict keeps it known
+        painful = any("mirels-pain" in _decode(str(r.value)) for r in top)
+        parts = _decode(str(selected.value)) if not selected.conflicting else {}
+    when = selected.effective if selected else None
+    facts = [known("lesion_painful", painful, sources, when)]
+    if selected is not None and selected.conflicting:
+        return [
+            *facts,
+            Fact("lesion_mirels_size", None, FactStatus.CONFLICTING, sources, when),
+            Fact("lesion_mirels_score", None, FactStatus.CONFLICTING, sources, when),
+        ]
     if "mirels-size" in parts:
-        facts.append(known("lesion_mirels_size", parts["mirels-size"], sources))
+        facts.append(known("lesion_mirels_size", parts["mirels-size"], sources, when))
     else:
         facts.append(unknown("lesion_mirels_size", ("mirels",), sources))
     derived = False
@@ -282,7 +309,7 @@ def mirels_facts(met: Metastasis, obs: ObsIndex) -> list[Fact]:
         missing = ", ".join(k for k in MIRELS_POINTS if k not in parts)
         return [*facts, unknown("lesion_mirels_score", ("mirels",), sources), _note(met, missing)]
     score = sum(MIRELS_POINTS[k][v] for k, v in parts.items())
-    return [*facts, known("lesion_mirels_score", score, sources, derived=derived)]
+    return [*facts, known("lesion_mirels_score", score, sources, when, derived=derived)]
 
 
 def _note(met: Metastasis, missing: str) -> Fact:
@@ -295,12 +322,15 @@ def _focus(obs: Resource) -> str | None:
     return focus_of(obs)
 
 
+def _focused(observations: list[Resource], met: Metastasis) -> list[Resource]:
+    return [o for o in observations if _focus(o) == met.condition]
+
+
 def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> Fact | None:
     if met.organ != "bone":
         return None
     extract = value_code_in(["none", "impending", "actual"], LOCAL)
-    readings = [r for r in read_all(obs.local("fracture-status"), extract, "fracture", []) if r.focus == met.condition]
-    selected = latest(readings)
+    selected = latest(read_all(_focused(obs.local("fracture-status"), met), extract, "fracture", []))
     same_site = [
         rid(c)
         for c in picture.fractures
@@ -308,9 +338,13 @@ def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> Fact | 
     ]
     if same_site:
         return known("lesion_fracture", "actual", (met.condition, *same_site))
-    if selected and selected.value is not None:
-        return known("lesion_fracture", selected.value, (met.condition, *selected.sources), selected.effective)
-    return known("lesion_fracture", "none", (met.condition,))  # closed world: no record → none
+    if selected is None:
+        return known("lesion_fracture", "none", (met.condition,))  # closed world: no record → none
+    sources = (met.condition, *selected.sources)
+    if selected.conflicting:  # two values on the latest date (fhir-mapping.md §2.1): neither is used
+        return Fact("lesion_fracture", None, FactStatus.CONFLICTING, sources, selected.effective)
+    assert selected.value is not None
+    return known("lesion_fracture", selected.value, sources, selected.effective)
 
 
 __all__ = ["lesion_facts", "local_facts", "staging_facts", "status_facts", "usable"]
