@@ -95,7 +95,7 @@ def _patient_facts_of(
     pf.put(known("duplicate_conflict", bool(duplicate_conflicts), duplicate_conflicts))
     if duplicate_conflicts:
         pf.put(Fact("duplicate_resource", None, status=FactStatus.CONFLICTING, sources=duplicate_conflicts))
-    pf.lesions = [_lesion(m, obs, picture) for m in picture.mets if m.active]
+    pf.lesions = [_lesion(m, obs, picture, pf.issues) for m in picture.mets if m.active]
     pf.issues.extend(_derived_mirels(lesion) for lesion in pf.lesions if _mirels_site_derived(lesion))
     pf.organs = sorted({m.organ for m in picture.distant})
     pf.put(_needs_stabilisation(pf))
@@ -377,8 +377,8 @@ def _derived_mirels(lesion: LesionFacts) -> InputIssue:
     )
 
 
-def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> LesionFacts:
-    facts = observations.lesion_facts(met, obs, picture)
+def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> LesionFacts:
+    facts = observations.lesion_facts(met, obs, picture, issues)
     score = facts_value(facts, "lesion_mirels_score")
     fracture = facts_value(facts, "lesion_fracture")
     long_bone = met.site_class in ("weight-bearing-long-bone", "other-long-bone")

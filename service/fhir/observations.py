@@ -223,7 +223,7 @@ def _history(picture: CancerPicture) -> list[Fact]:
 # --- lesion-level ------------------------------------------------------------------------------------------
 
 
-def lesion_facts(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> list[Fact]:
+def lesion_facts(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> list[Fact]:
     groups = _progress_readings(obs)
     site = (
         known("lesion_site_class", met.site_class, (met.condition,))
@@ -234,9 +234,9 @@ def lesion_facts(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> list
         known("lesion_organ", met.organ, (met.condition,)),
         site,
         to_fact("lesion_progressing", latest(groups.get(met.condition, []))),
-        *mirels_facts(met, obs),
+        *mirels_facts(met, obs, issues),
     ]
-    fracture = _fracture(met, obs, picture)
+    fracture = _fracture(met, obs, picture, issues)
     if fracture:
         facts.append(fracture)
     return facts
@@ -252,14 +252,34 @@ MIRELS_POINTS = {
 }
 
 
-def _components(obs: Resource) -> dict[str, str]:
+def _components(obs: Resource, issues: list[InputIssue]) -> dict[str, str]:
+    """The Mirels components of one assessment. A component value outside its allowed set or type is reported
+    (invalid-value, DQ-04) and discarded; the other components still count (fhir-mapping.md §2.1)."""
     found: dict[str, str] = {}
+    bad: set[str] = set()
     for comp in obs.get("component") or []:
         name = next((c for sys, c in codings(comp.get("code")) if sys == LOCAL), None)
+        if name not in MIRELS_POINTS:
+            continue
+        given = [k for k in comp if k.startswith("value")]
+        if not given:
+            continue  # no value (e.g. dataAbsentReason): the component is missing, not invalid
         value = next((c for sys, c in codings(comp.get("valueCodeableConcept")) if sys == LOCAL), None)
-        if name in MIRELS_POINTS and value in MIRELS_POINTS[name]:
+        allowed = MIRELS_POINTS[name]
+        if value not in allowed:
+            shown = value or next((c for _, c in codings(comp.get("valueCodeableConcept"))), None) or given[0]
+            _invalid(issues, obs, f"{name} {shown!r} is not one of {', '.join(sorted(allowed))}")
+            bad.add(name)
+        elif found.get(name, value) != value:
+            _invalid(issues, obs, f"{name} given twice with different values")
+            bad.add(name)
+        else:
             found[name] = value
-    return found
+    return {k: v for k, v in found.items() if k not in bad}
+
+
+def _invalid(issues: list[InputIssue], obs: Resource, what: str) -> None:
+    issues.append(InputIssue("invalid-value", "mirels", f"{rid(obs)}: {what}", ("DQ-04",)))
 
 
 def _encode(parts: dict[str, str]) -> str:
@@ -272,10 +292,11 @@ def _decode(value: str) -> dict[str, str]:
     return dict(item.split("=", 1) for item in value.split(";") if item)
 
 
-def mirels_facts(met: Metastasis, obs: ObsIndex) -> list[Fact]:
+def mirels_facts(met: Metastasis, obs: ObsIndex, issues: list[InputIssue]) -> list[Fact]:
     """The lesion's latest mirels-assessment (per (code, focus), fhir-mapping.md §2.1); two that differ on that
     date make the Mirels inputs conflicting, whatever their order in the Bundle."""
-    readings = read_all(_focused(obs.local("mirels-assessment"), met), lambda o: _encode(_components(o)), "mirels", [])
+    mine = _focused(obs.local("mirels-assessment"), met)
+    readings = read_all(mine, lambda o: _encode(_components(o, issues)), "mirels", issues)
     selected = latest(readings)
     if selected is None:
         parts: dict[str, str] = {}
@@ -326,11 +347,12 @@ def _focused(observations: list[Resource], met: Metastasis) -> list[Resource]:
     return [o for o in observations if _focus(o) == met.condition]
 
 
-def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> Fact | None:
+def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> Fact | None:
     if met.organ != "bone":
         return None
     extract = value_code_in(["none", "impending", "actual"], LOCAL)
-    selected = latest(read_all(_focused(obs.local("fracture-status"), met), extract, "fracture", []))
+    records = [o for o in _focused(obs.local("fracture-status"), met) if usable(o)]
+    selected = latest(read_all(records, extract, "fracture", issues))
     same_site = [
         rid(c)
         for c in picture.fractures
@@ -338,6 +360,8 @@ def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> Fact | 
     ]
     if same_site:
         return known("lesion_fracture", "actual", (met.condition, *same_site))
+    if selected is None and records:  # a record whose value was invalid (discarded) is not "no record"
+        return unknown("lesion_fracture", (), (met.condition, *(rid(o) for o in records)))
     if selected is None:
         return known("lesion_fracture", "none", (met.condition,))  # closed world: no record → none
     sources = (met.condition, *selected.sources)
