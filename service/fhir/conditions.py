@@ -41,6 +41,7 @@ class Metastasis:
     onset: date | None
     count: int | None = None  # exact per-site count (local count with focus, or linked Tumor BodyStructures)
     count_sources: tuple[str, ...] = ()
+    sided_sites: tuple[tuple[str, str | None], ...] = ()  # (SNOMED body site, its laterality qualifier or None)
 
     @property
     def lower_bound(self) -> int:
@@ -93,6 +94,36 @@ def dx_date(condition: Resource) -> date | None:
 
 def body_site_codes(condition: Resource) -> list[str]:
     return [c for s, c in codings(condition.get("bodySite") or []) if s == SNOMED]
+
+
+LATERALITY_EXTENSIONS = ("mcode-laterality-qualifier", "mcode-laterality")  # STU4, STU1 (fhir-mapping.md §1, §5)
+# fhir-mapping.md §1: 7771000 Left, 24028007 Right, 51440002 Right and left, 399488007 Midline
+SIDES = {"7771000": {"left"}, "24028007": {"right"}, "51440002": {"left", "right"}, "399488007": {"midline"}}
+
+
+def sided_body_sites(condition: Resource) -> tuple[tuple[str, str | None], ...]:
+    """Each SNOMED bodySite code with the laterality qualifier on that bodySite (fhir-mapping.md §3.1), if any."""
+    found: list[tuple[str, str | None]] = []
+    for site in condition.get("bodySite") or []:
+        side = next(
+            (c for ext in extensions(site, LATERALITY_EXTENSIONS) for _, c in codings(ext.get("valueCodeableConcept"))),
+            None,
+        )
+        found.extend((c, side) for s, c in codings(site) if s == SNOMED)
+    return tuple(dict.fromkeys(found))
+
+
+def same_body_site(a: tuple[tuple[str, str | None], ...], b: tuple[tuple[str, str | None], ...]) -> bool:
+    """A shared body site code whose lateralities agree where both carry one (right and left covers either side)."""
+    return any(
+        code_a == code_b and (side_a is None or side_b is None or bool(_sides(side_a) & _sides(side_b)))
+        for code_a, side_a in a
+        for code_b, side_b in b
+    )
+
+
+def _sides(code: str) -> set[str]:
+    return SIDES.get(code, {code})
 
 
 def _qualifiers(condition: Resource) -> set[str]:
@@ -163,6 +194,7 @@ def _metastasis(cond: Resource, organ: str | None, code: object) -> Metastasis:
         active=is_active(cond),
         regional=regional,
         onset=dx_date(cond),
+        sided_sites=sided_body_sites(cond),
     )
 
 

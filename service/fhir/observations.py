@@ -8,7 +8,14 @@ from dataclasses import dataclass
 
 from service.domain.facts import Fact, FactStatus, InputIssue, Scalar, known, unknown
 from service.fhir import codes
-from service.fhir.conditions import CancerPicture, Metastasis, is_local
+from service.fhir.conditions import (
+    CancerPicture,
+    Metastasis,
+    is_active,
+    is_local,
+    same_body_site,
+    sided_body_sites,
+)
 from service.fhir.readings import (
     Invalid,
     ObsIndex,
@@ -353,10 +360,10 @@ def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: li
     extract = value_code_in(["none", "impending", "actual"], LOCAL)
     records = [o for o in _focused(obs.local("fracture-status"), met) if usable(o)]
     selected = latest(read_all(records, extract, "fracture", issues))
+    # an active, not refuted pathological-fracture Condition at the lesion's body site, on the same side
+    # (clinical-rules.md §5.2; fhir-mapping.md §3.1: bodySite includes the laterality qualifier)
     same_site = [
-        rid(c)
-        for c in picture.fractures
-        if set(codings(c.get("bodySite") or [])) & {(SNOMED, s) for s in met.body_sites}
+        rid(c) for c in picture.fractures if is_active(c) and same_body_site(sided_body_sites(c), met.sided_sites)
     ]
     if same_site:
         return known("lesion_fracture", "actual", (met.condition, *same_site))
