@@ -145,20 +145,20 @@ def _solitary_bone(picture: CancerPicture) -> Fact:
 
 def _needs_stabilisation(pf: PatientFacts) -> Fact:
     """SABR-01: any lesion with Mirels ≥ 9 or an actual fracture, or cord compression (SURG-MIRELS, SURG-FX)."""
-    long_bone = ("weight-bearing-long-bone", "other-long-bone")
     hits = [lesion.condition for lesion in pf.lesions if (lesion.mirels_score or 0) >= 9 or lesion.fracture == "actual"]
     if pf.value("mscc_or_neuro_deficit") is True:
         hits.extend(pf.get("mscc_or_neuro_deficit").sources or ["mscc_or_neuro_deficit"])
     if hits:
         return known("needs_stabilisation", True, tuple(hits))
-    # Lesions that could still need stabilisation: a long bone (or unknown site) without a Mirels score, or a bone
+    # Lesions that could still need stabilisation: a lesion that may be a long bone without a Mirels score, or a bone
     # lesion whose fracture status is not known. Each open input becomes a fact with its own status (unknown or
     # conflicting), so SABR-01 names it with the right issue code (clinical-rules.md §1.1).
     open_inputs: dict[tuple[str, FactStatus], list[str]] = {}
     for lesion in pf.lesions:
         if lesion.organ != "bone" or lesion.fracture == "actual":
             continue
-        if (lesion.site_class in long_bone or lesion.site_class == "unknown") and lesion.mirels_score is None:
+        in_scope = lesion.facts.get("lesion_long_bone")
+        if not (in_scope and in_scope.value is False) and lesion.mirels_score is None:
             _open(open_inputs, lesion, "lesion_mirels_score", "mirels")
         if lesion.fracture is None:
             _open(open_inputs, lesion, "lesion_fracture", "fracture")
@@ -381,7 +381,7 @@ def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list
     facts = observations.lesion_facts(met, obs, picture, issues)
     score = facts_value(facts, "lesion_mirels_score")
     fracture = facts_value(facts, "lesion_fracture")
-    long_bone = met.site_class in ("weight-bearing-long-bone", "other-long-bone")
+    long_bone = facts_value(facts, "lesion_long_bone") is True  # Mirels scope (clinical-rules.md §5.1)
     return LesionFacts(
         condition=met.condition,
         organ=met.organ,

@@ -320,9 +320,11 @@ def mirels_facts(met: Metastasis, obs: ObsIndex, issues: list[InputIssue]) -> li
     if selected is not None and selected.conflicting:
         return [
             *facts,
+            _long_bone(met, None, issues),
             Fact("lesion_mirels_size", None, FactStatus.CONFLICTING, sources, when),
             Fact("lesion_mirels_score", None, FactStatus.CONFLICTING, sources, when),
         ]
+    facts.append(_long_bone(met, sources if "mirels-site" in parts else None, issues))
     if "mirels-size" in parts:
         facts.append(known("lesion_mirels_size", parts["mirels-size"], sources, when))
     else:
@@ -338,6 +340,31 @@ def mirels_facts(met: Metastasis, obs: ObsIndex, issues: list[InputIssue]) -> li
         return [*facts, unknown("lesion_mirels_score", ("mirels",), sources), _note(met, missing)]
     score = sum(MIRELS_POINTS[k][v] for k, v in parts.items())
     return [*facts, known("lesion_mirels_score", score, sources, when, derived=derived)]
+
+
+LONG_BONE = ("weight-bearing-long-bone", "other-long-bone")
+
+
+def _long_bone(met: Metastasis, site_sources: tuple[str, ...] | None, issues: list[InputIssue]) -> Fact:
+    """Whether Mirels applies (clinical-rules.md §5.1 scope: long bones of the limbs). From the site class; for a bone
+    lesion without a usable body site, a Mirels assessment that names the Mirels site (upper limb, lower limb,
+    peritrochanteric: all long-bone sites of the limbs) places the lesion in a limb long bone (derived-input)."""
+    if met.site_class in LONG_BONE:
+        return known("lesion_long_bone", True, (met.condition,))
+    if met.site_class != "unknown":
+        return known("lesion_long_bone", False, (met.condition,))
+    if site_sources:
+        issues.append(
+            InputIssue(
+                "derived-input",
+                "site_class",
+                f"{met.condition} has no usable body site: its mirels-site component places it in a long bone of a "
+                "limb, so Mirels applies (siteClass stays unknown)",
+                ("SURG-MIRELS",),
+            )
+        )
+        return known("lesion_long_bone", True, site_sources, derived=True)
+    return unknown("lesion_long_bone", sources=(met.condition,))
 
 
 def _note(met: Metastasis, missing: str) -> Fact:

@@ -36,7 +36,13 @@ TREATMENT: dict[str, Any] = {
 
 
 def lesion(i: int, site: str, **facts: Any) -> LesionFacts:
-    values = {"lesion_organ": "bone", "lesion_site_class": site, "lesion_fracture": "none", "lesion_painful": False}
+    values = {
+        "lesion_organ": "bone",
+        "lesion_site_class": site,
+        "lesion_long_bone": site in ("weight-bearing-long-bone", "other-long-bone"),
+        "lesion_fracture": "none",
+        "lesion_painful": False,
+    }
     values.update(facts)
     return LesionFacts(
         condition=f"Condition/met-{i}",
