@@ -4,9 +4,11 @@ statuses (menopausal, castration). Thresholds stay in the rule files; only [LABE
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from service.domain.facts import Fact, InputIssue, PatientFacts, known, unknown
+from service.fhir.codes import NEGATIVE, POSITIVE
 from service.fhir.medications import MedicationUse, active_classes, ordered_classes
 from service.fhir.readings import ObsIndex, Reading
 from service.fhir.util import LOINC, Resource, add_months, codings, has_code, parse_date
@@ -16,6 +18,9 @@ HYPOCALCAEMIA_MG_DL = 8.5  # fallback when the lab gives no interpretation [KNOW
 EGFR_HGNC, ALK_HGNC = "HGNC:3236", "HGNC:427"
 PRESENT, ABSENT = "LA9633-4", "LA9634-2"
 GENE_STUDIED = "48018-6"
+# fhir-mapping.md §4.6 ALK rearrangement: 78205-2 ALK gene rearrangements by FISH, 78210-2 (narrative),
+# 79206-9 EML4-ALK fusion transcript by FISH → positive = alk_fusion
+ALK_FISH = ("78205-2", "78210-2", "79206-9")
 
 
 def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
@@ -121,7 +126,7 @@ def genomic_facts(obs: ObsIndex) -> list[Fact]:
         if o.get("status") not in ("final", "amended", "corrected", "preliminary"):
             continue
         ref = f"Observation/{o.get('id')}"
-        if has_code(o.get("code"), LOINC, ("78205-2", "79206-9")):
+        if has_code(o.get("code"), LOINC, ALK_FISH):
             alk.append((_present(o), ref))
         if not has_code(o.get("code"), LOINC, ("69548-6",)):
             continue
@@ -139,11 +144,34 @@ def genomic_facts(obs: ObsIndex) -> list[Fact]:
 
 
 def _present(o: Resource) -> bool | None:
-    codes = {c for _, c in codings(o.get("valueCodeableConcept"))}
-    text = str((o.get("valueCodeableConcept") or {}).get("text", "")).lower()
-    if PRESENT in codes or "positive" in text or text == "detected":
+    """A genomic or FISH result: LOINC answers Present/Absent (LA9633-4/LA9634-2) and the Positive/Negative codings of
+    fhir-mapping.md §4.6 (LA6576-8/LA6577-6, SNOMED 10828004/260385009); else the result text (valueString or the
+    concept's text/display, TumorMarkerTest value[x] may be a string, §3.5). Both ways at once → unknown."""
+    concept = o.get("valueCodeableConcept")
+    pairs = set(codings(concept))
+    found = {c for _, c in pairs}
+    positive = PRESENT in found or bool(pairs & POSITIVE)
+    negative = ABSENT in found or bool(pairs & NEGATIVE)
+    if positive != negative:
+        return positive
+    if positive:
+        return None
+    texts = [o.get("valueString"), (concept or {}).get("text")]
+    texts += [c.get("display") for c in (concept or {}).get("coding") or [] if isinstance(c, dict)]
+    results = {_text_result(str(t)) for t in texts if isinstance(t, str) and t.strip()} - {None}
+    return results.pop() if len(results) == 1 else None
+
+
+def _text_result(text: str) -> bool | None:
+    """'Positive' / 'Detected' / 'Present' → True; 'Negative' / 'Not detected' / 'Absent' → False; a text that says
+    both or neither (e.g. 'No rearrangement detected' is read as neither) → None."""
+    words = set(re.sub(r"[^a-z]+", " ", text.lower()).split())
+    said_no = bool(words & {"not", "no"})
+    if words & {"positive", "detected", "present"} and not words & {"negative", "absent"} and not said_no:
         return True
-    if ABSENT in codes or "negative" in text:
+    if words & {"negative", "absent"} and not words & {"positive", "present"}:
+        return False
+    if words == {"not", "detected"}:
         return False
     return None
 
