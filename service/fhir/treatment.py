@@ -189,7 +189,26 @@ def _egfr_sensitizing(o: Resource) -> bool | None:
     # exon 19 deletions and p.Leu858Arg [KNOW; the clinical list is still to be agreed]
     if "l858r" in hgvs or "leu858arg" in hgvs or ("exon 19" in hgvs and "del" in hgvs) or "del19" in hgvs:
         return True
+    if any(_exon19_deletion(m) for m in PROTEIN_DELETION.finditer(hgvs)):
+        return True
     return None
+
+
+# EGFR exon 19 = codons 729–761 of the EGFR protein (NP_005219, transcript NM_005228) [KNOW, not verified against
+# the RefSeq record]: an in-frame deletion or deletion-insertion whose first deleted residue lies there is an exon 19
+# deletion (fhir-mapping.md §4.6 "exon 19 deletions"), e.g. p.Glu746_Ala750del, p.E746_A750del,
+# p.Leu747_Pro753delinsSer. Matched on the lower-cased text; three- or one-letter amino-acid codes.
+EGFR_EXON19_CODONS = range(729, 762)
+_AA3 = "ala|arg|asn|asp|cys|gln|glu|gly|his|ile|leu|lys|met|phe|pro|ser|thr|trp|tyr|val"
+_AA = f"(?:{_AA3}|[acdefghiklmnpqrstvwy])"
+PROTEIN_DELETION = re.compile(
+    rf"(?<![a-z0-9])(?:p\.)?\(?({_AA})(\d+)(?:_({_AA})(\d+))?del(?:ins(?:{_AA})+)?\)?(?![a-z0-9])"
+)
+
+
+def _exon19_deletion(match: re.Match[str]) -> bool:
+    first, last = int(match.group(2)), int(match.group(4) or match.group(2))
+    return first in EGFR_EXON19_CODONS and last >= first
 
 
 def _genomic(name: str, results: list[tuple[bool | None, str]]) -> Fact:

@@ -91,3 +91,50 @@ def _coded(system: str, code: str) -> dict[str, object]:
 def test_alk_fish_result_values(value: dict[str, object], fusion: bool | None) -> None:
     alk = {f.name: f for f in genomic_facts(_alk_fish(**value))}["alk_fusion"]
     assert alk.value is fusion
+
+
+def _egfr_variant(change_coding: dict[str, object]) -> ObsIndex:
+    gene = {
+        "code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
+        "valueCodeableConcept": {"coding": [{"system": "http://www.genenames.org/geneId", "code": "HGNC:3236"}]},
+    }
+    change = {
+        "code": {"coding": [{"system": "http://loinc.org", "code": "48005-3"}]},
+        "valueCodeableConcept": change_coding,
+    }
+    variant = {
+        "resourceType": "Observation",
+        "id": "v",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "69548-6"}]},
+        "valueCodeableConcept": {"coding": [{"system": "http://loinc.org", "code": "LA9633-4"}]},
+        "component": [gene, change],
+    }
+    return ObsIndex([variant])
+
+
+# fhir-mapping.md §4.6 "exon 19 deletions": in-frame deletions/delins starting in EGFR codons 729–761 [KNOW]
+@pytest.mark.parametrize(
+    ("change", "sensitizing"),
+    [
+        ("p.Glu746_Ala750del", True),
+        ("p.E746_A750del", True),
+        ("p.(Glu746_Ala750del)", True),
+        ("p.Leu747_Pro753delinsSer", True),
+        ("p.L747_P753delinsS", True),
+        ("p.Glu746del", True),
+        ("p.Lys729_Glu734del", True),
+        ("p.Thr761_Glu762del", True),
+        ("p.Leu858Arg", True),
+        ("p.Glu709_Thr710delinsAsp", None),  # exon 18
+        ("p.Val762del", None),  # first residue after exon 19
+        ("p.Ala767_Val769dup", None),  # exon 20 insertion
+        ("p.Glu746_Ala750delfs", None),  # not an HGVS in-frame deletion
+        ("c.2235_2249del", None),  # coding DNA, not protein HGVS
+        ("p.Thr790Met", None),
+    ],
+)
+def test_egfr_exon19_deletions_in_protein_hgvs(change: str, sensitizing: bool | None) -> None:
+    coding = {"coding": [{"system": "http://varnomen.hgvs.org", "code": change}]}
+    egfr = {f.name: f for f in genomic_facts(_egfr_variant(coding))}["egfr_sensitizing_mutation"]
+    assert egfr.value is sensitizing
