@@ -137,3 +137,8 @@ ALIASES = {
 
 def public_name(fact: str) -> str:
     return ALIASES.get(fact, fact)
+
+
+# Lesion facts that say what exactly is open for an input of that lesion (clinical-rules.md §5.1: the Mirels
+# missing-input names the lesion and the missing components); issue details quote them.
+LESION_NOTES = {"mirels": "lesion_mirels_missing"}
