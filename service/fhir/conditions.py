@@ -42,6 +42,7 @@ class Metastasis:
     count: int | None = None  # exact per-site count (local count with focus, or linked Tumor BodyStructures)
     count_sources: tuple[str, ...] = ()
     sided_sites: tuple[tuple[str, str | None], ...] = ()  # (SNOMED body site, its laterality qualifier or None)
+    site_label: str | None = None  # the body site in words, e.g. "left shaft of femur"
 
     @property
     def lower_bound(self) -> int:
@@ -97,6 +98,7 @@ def body_site_codes(condition: Resource) -> list[str]:
 
 
 LATERALITY_EXTENSIONS = ("mcode-laterality-qualifier", "mcode-laterality")  # STU4, STU1 (fhir-mapping.md §1, §5)
+LOCATION_EXTENSIONS = ("mcode-body-location-qualifier", "mcode-location-qualifier")
 # fhir-mapping.md §1: 7771000 Left, 24028007 Right, 51440002 Right and left, 399488007 Midline
 SIDES = {"7771000": {"left"}, "24028007": {"right"}, "51440002": {"left", "right"}, "399488007": {"midline"}}
 
@@ -126,10 +128,31 @@ def _sides(code: str) -> set[str]:
     return SIDES.get(code, {code})
 
 
+def site_label(condition: Resource) -> str | None:
+    """The bodySite in words: laterality and location qualifier, then the site name of fhir-mapping.md §4.4, else the
+    sender's text or display (e.g. "left proximal humerus"); None without a bodySite."""
+    names: list[str] = []
+    for site in condition.get("bodySite") or []:
+        if not isinstance(site, dict):
+            continue
+        qualifiers = [
+            codes.SITE_QUALIFIER_WORD[c]
+            for ext in extensions(site, (*LATERALITY_EXTENSIONS, *LOCATION_EXTENSIONS))
+            for _, c in codings(ext.get("valueCodeableConcept"))
+            if c in codes.SITE_QUALIFIER_WORD
+        ]
+        known_name = next((codes.SITE_NAME[c] for s, c in codings(site) if s == SNOMED and c in codes.SITE_NAME), None)
+        displays = [str(c.get("display")) for c in site.get("coding") or [] if isinstance(c, dict) and c.get("display")]
+        name = known_name or site.get("text") or next(iter(displays), None)
+        if name:
+            names.append(" ".join([*dict.fromkeys(qualifiers), str(name)]))
+    return ", ".join(dict.fromkeys(names)) or None
+
+
 def _qualifiers(condition: Resource) -> set[str]:
     found: set[str] = set()
     for site in condition.get("bodySite") or []:
-        for ext in extensions(site, ("mcode-body-location-qualifier", "mcode-location-qualifier")):
+        for ext in extensions(site, LOCATION_EXTENSIONS):
             found.update(c for _, c in codings(ext.get("valueCodeableConcept")))
     return found
 
@@ -195,6 +218,7 @@ def _metastasis(cond: Resource, organ: str | None, code: object) -> Metastasis:
         regional=regional,
         onset=dx_date(cond),
         sided_sites=sided_body_sites(cond),
+        site_label=site_label(cond),
     )
 
 

@@ -240,6 +240,7 @@ def lesion_facts(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues:
     facts = [
         known("lesion_organ", met.organ, (met.condition,)),
         site,
+        *([known("lesion_body_site", met.site_label, (met.condition,))] if met.site_label else []),
         to_fact("lesion_progressing", latest(groups.get(met.condition, []))),
         *mirels_facts(met, obs, issues),
     ]
