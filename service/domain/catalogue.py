@@ -33,6 +33,7 @@ FACT_LABELS: dict[str, str] = {
     "her2": "HER2 status",
     "duplicate_resource": "resources sent twice with the same id",
     "site_class": "body site of the lesion",
+    "lesion_long_bone": "long bone of a limb (Mirels scope: from the body site, else the mirels-site component)",
     "mirels": "Mirels inputs (local code mirels-assessment: site, pain, lesion type, size)",
     "fracture": "fracture status of the lesion (local code fracture-status)",
     "crcl": "creatinine clearance, Cockcroft–Gault (LOINC 35591-7, or creatinine + weight + age + sex)",
@@ -116,7 +117,13 @@ ALIASES = {
     "lesion_mirels_score": "mirels",
     "lesion_mirels_size": "mirels",
     "lesion_site_class": "site_class",
+    "lesion_long_bone": "site_class",
     "lesion_fracture": "fracture",
+    # open lesion inputs of needs_stabilisation (SABR-01), one per input and status
+    "lesions_mirels_unknown": "mirels",
+    "lesions_mirels_conflicting": "mirels",
+    "lesions_fracture_unknown": "fracture",
+    "lesions_fracture_conflicting": "fracture",
     "life_expectancy_6m": "life_expectancy",
     "calcium_low": "ca_corrected_mg_dl",
     "calcium_mg_dl": "ca_corrected_mg_dl",
@@ -131,3 +138,8 @@ ALIASES = {
 
 def public_name(fact: str) -> str:
     return ALIASES.get(fact, fact)
+
+
+# Lesion facts that say what exactly is open for an input of that lesion (clinical-rules.md §5.1: the Mirels
+# missing-input names the lesion and the missing components); issue details quote them.
+LESION_NOTES = {"mirels": "lesion_mirels_missing"}

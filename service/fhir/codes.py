@@ -178,6 +178,60 @@ RIBS = {
     "58830002",  # 11th
     "43993008",  # 12th
 }
+# Human-readable names of the body sites above (fhir-mapping.md §4.4 "site" column), for card texts such as SURG-FX
+# "Pathological fracture at <site>" (clinical-rules.md §5.2).
+SITE_NAME = {
+    "71341001": "femur",
+    "2812003": "head of femur",
+    "29627003": "neck of femur",
+    "41111004": "shaft of femur",
+    "12611008": "tibia",
+    "87342007": "fibula",
+    "85050009": "humerus",
+    "62413002": "radius",
+    "23416004": "ulna",
+    "113197003": "rib",
+    "51299004": "clavicle",
+    "421060004": "vertebral column",
+    "122496007": "lumbar vertebral column",
+    "3572006": "vertebral body",
+    "73903008": "lumbar vertebra",
+    "35769007": "thoracic vertebra",
+    "87141009": "sacral vertebra",
+    "61032001": "L1 vertebra",
+    "280849005": "T12 vertebra",
+    "91116008": "C3 vertebra",
+    "118645006": "bony pelvis",
+    "22356005": "ilium",
+    "85710004": "ischium",
+    "37783008": "acetabulum",
+    "719537008": "right acetabulum",
+    "79601000": "scapula",
+    "119186007": "bone",
+    "14016003": "bone marrow",
+    "48535007": "1st rib",
+    "78247007": "2nd rib",
+    "25888004": "3rd rib",
+    "25523003": "4th rib",
+    "15339008": "5th rib",
+    "59558009": "6th rib",
+    "24915002": "7th rib",
+    "5953002": "8th rib",
+    "22565002": "9th rib",
+    "77644006": "10th rib",
+    "58830002": "11th rib",
+    "43993008": "12th rib",
+}
+# Words for the laterality (fhir-mapping.md §1) and location qualifiers (§1, §4.4) of a body site.
+SITE_QUALIFIER_WORD = {
+    "7771000": "left",
+    "24028007": "right",
+    "51440002": "bilateral",
+    "399488007": "midline",
+    "40415009": "proximal",
+    "46053002": "distal",
+}
+
 MIRELS_SITE_POINTS = {
     "2812003": 3,
     "29627003": 3,

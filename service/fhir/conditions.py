@@ -43,6 +43,8 @@ class Metastasis:
     count_sources: tuple[str, ...] = ()
     count_conflict: tuple[str, ...] = ()  # per-site counts that disagree on their latest date
     diffuse: bool = False  # carcinomatosis, leptomeningeal or marrow disease (codes.is_diffuse)
+    sided_sites: tuple[tuple[str, str | None], ...] = ()  # (SNOMED body site, its laterality qualifier or None)
+    site_label: str | None = None  # the body site in words, e.g. "left shaft of femur"
 
     @property
     def lower_bound(self) -> int:
@@ -98,10 +100,62 @@ def body_site_codes(condition: Resource) -> list[str]:
     return [c for s, c in codings(condition.get("bodySite") or []) if s == SNOMED]
 
 
+LATERALITY_EXTENSIONS = ("mcode-laterality-qualifier", "mcode-laterality")  # STU4, STU1 (fhir-mapping.md §1, §5)
+LOCATION_EXTENSIONS = ("mcode-body-location-qualifier", "mcode-location-qualifier")
+# fhir-mapping.md §1: 7771000 Left, 24028007 Right, 51440002 Right and left, 399488007 Midline
+SIDES = {"7771000": {"left"}, "24028007": {"right"}, "51440002": {"left", "right"}, "399488007": {"midline"}}
+
+
+def sided_body_sites(condition: Resource) -> tuple[tuple[str, str | None], ...]:
+    """Each SNOMED bodySite code with the laterality qualifier on that bodySite (fhir-mapping.md §3.1), if any."""
+    found: list[tuple[str, str | None]] = []
+    for site in condition.get("bodySite") or []:
+        side = next(
+            (c for ext in extensions(site, LATERALITY_EXTENSIONS) for _, c in codings(ext.get("valueCodeableConcept"))),
+            None,
+        )
+        found.extend((c, side) for s, c in codings(site) if s == SNOMED)
+    return tuple(dict.fromkeys(found))
+
+
+def same_body_site(a: tuple[tuple[str, str | None], ...], b: tuple[tuple[str, str | None], ...]) -> bool:
+    """A shared body site code whose lateralities agree where both carry one (right and left covers either side)."""
+    return any(
+        code_a == code_b and (side_a is None or side_b is None or bool(_sides(side_a) & _sides(side_b)))
+        for code_a, side_a in a
+        for code_b, side_b in b
+    )
+
+
+def _sides(code: str) -> set[str]:
+    return SIDES.get(code, {code})
+
+
+def site_label(condition: Resource) -> str | None:
+    """The bodySite in words: laterality and location qualifier, then the site name of fhir-mapping.md §4.4, else the
+    sender's text or display (e.g. "left proximal humerus"); None without a bodySite."""
+    names: list[str] = []
+    for site in condition.get("bodySite") or []:
+        if not isinstance(site, dict):
+            continue
+        qualifiers = [
+            codes.SITE_QUALIFIER_WORD[c]
+            for ext in extensions(site, (*LATERALITY_EXTENSIONS, *LOCATION_EXTENSIONS))
+            for _, c in codings(ext.get("valueCodeableConcept"))
+            if c in codes.SITE_QUALIFIER_WORD
+        ]
+        known_name = next((codes.SITE_NAME[c] for s, c in codings(site) if s == SNOMED and c in codes.SITE_NAME), None)
+        displays = [str(c.get("display")) for c in site.get("coding") or [] if isinstance(c, dict) and c.get("display")]
+        name = known_name or site.get("text") or next(iter(displays), None)
+        if name:
+            names.append(" ".join([*dict.fromkeys(qualifiers), str(name)]))
+    return ", ".join(dict.fromkeys(names)) or None
+
+
 def _qualifiers(condition: Resource) -> set[str]:
     found: set[str] = set()
     for site in condition.get("bodySite") or []:
-        for ext in extensions(site, ("mcode-body-location-qualifier", "mcode-location-qualifier")):
+        for ext in extensions(site, LOCATION_EXTENSIONS):
             found.update(c for _, c in codings(ext.get("valueCodeableConcept")))
     return found
 
@@ -167,6 +221,8 @@ def _metastasis(cond: Resource, organ: str | None, code: object) -> Metastasis:
         regional=regional,
         onset=dx_date(cond),
         diffuse=codes.is_diffuse(organ, code),
+        sided_sites=sided_body_sites(cond),
+        site_label=site_label(cond),
     )
 
 

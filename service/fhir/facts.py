@@ -96,7 +96,7 @@ def _patient_facts_of(
     pf.put(known("duplicate_conflict", bool(duplicate_conflicts), duplicate_conflicts))
     if duplicate_conflicts:
         pf.put(Fact("duplicate_resource", None, status=FactStatus.CONFLICTING, sources=duplicate_conflicts))
-    pf.lesions = [_lesion(m, obs, picture) for m in picture.mets if m.active]
+    pf.lesions = [_lesion(m, obs, picture, pf.issues) for m in picture.mets if m.active]
     pf.issues.extend(_derived_mirels(lesion) for lesion in pf.lesions if _mirels_site_derived(lesion))
     pf.organs = sorted({m.organ for m in picture.distant})
     pf.put(_needs_stabilisation(pf))
@@ -146,23 +146,36 @@ def _solitary_bone(picture: CancerPicture) -> Fact:
 
 def _needs_stabilisation(pf: PatientFacts) -> Fact:
     """SABR-01: any lesion with Mirels ≥ 9 or an actual fracture, or cord compression (SURG-MIRELS, SURG-FX)."""
-    long_bone = ("weight-bearing-long-bone", "other-long-bone")
     hits = [lesion.condition for lesion in pf.lesions if (lesion.mirels_score or 0) >= 9 or lesion.fracture == "actual"]
     if pf.value("mscc_or_neuro_deficit") is True:
         hits.extend(pf.get("mscc_or_neuro_deficit").sources or ["mscc_or_neuro_deficit"])
     if hits:
         return known("needs_stabilisation", True, tuple(hits))
-    open_lesions = [
-        lesion.condition
-        for lesion in pf.lesions
-        if lesion.organ == "bone"
-        and (lesion.site_class in long_bone or lesion.site_class == "unknown")
-        and lesion.mirels_score is None
-        and lesion.fracture != "actual"
-    ]
-    if open_lesions:
-        return unknown("needs_stabilisation", ("mirels",))
+    # Lesions that could still need stabilisation: a lesion that may be a long bone without a Mirels score, or a bone
+    # lesion whose fracture status is not known. Each open input becomes a fact with its own status (unknown or
+    # conflicting), so SABR-01 names it with the right issue code (clinical-rules.md §1.1).
+    open_inputs: dict[tuple[str, FactStatus], list[str]] = {}
+    for lesion in pf.lesions:
+        if lesion.organ != "bone" or lesion.fracture == "actual":
+            continue
+        in_scope = lesion.facts.get("lesion_long_bone")
+        if not (in_scope and in_scope.value is False) and lesion.mirels_score is None:
+            _open(open_inputs, lesion, "lesion_mirels_score", "mirels")
+        if lesion.fracture is None:
+            _open(open_inputs, lesion, "lesion_fracture", "fracture")
+    if open_inputs:
+        names = []
+        for (public, status), conditions in open_inputs.items():
+            names.append(f"lesions_{public}_{status.value}")
+            pf.put(Fact(names[-1], None, status, tuple(conditions)))
+        return unknown("needs_stabilisation", tuple(names))
     return known("needs_stabilisation", False, tuple(lesion.condition for lesion in pf.lesions))
+
+
+def _open(found: dict[tuple[str, FactStatus], list[str]], lesion: LesionFacts, name: str, public: str) -> None:
+    fact = lesion.facts.get(name)
+    status = fact.status if fact is not None and fact.status is FactStatus.CONFLICTING else FactStatus.UNKNOWN
+    found.setdefault((public, status), []).append(lesion.condition)
 
 
 def _put_all(pf: PatientFacts, facts: Iterable[Fact]) -> None:
@@ -407,17 +420,18 @@ def _derived_mirels(lesion: LesionFacts) -> InputIssue:
     )
 
 
-def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> LesionFacts:
-    facts = observations.lesion_facts(met, obs, picture)
+def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> LesionFacts:
+    facts = observations.lesion_facts(met, obs, picture, issues)
     score = facts_value(facts, "lesion_mirels_score")
-    long_bone = met.site_class in ("weight-bearing-long-bone", "other-long-bone")
+    fracture = facts_value(facts, "lesion_fracture")
+    long_bone = facts_value(facts, "lesion_long_bone") is True  # Mirels scope (clinical-rules.md §5.1)
     return LesionFacts(
         condition=met.condition,
         organ=met.organ,
         site_class=met.site_class,
         facts={f.name: f for f in facts},
         mirels_score=score if isinstance(score, int) and long_bone else None,
-        fracture=str(facts_value(facts, "lesion_fracture")) if met.organ == "bone" else None,
+        fracture=fracture if isinstance(fracture, str) and met.organ == "bone" else None,  # not known → null
     )
 
 

@@ -9,7 +9,14 @@ from datetime import date
 
 from service.domain.facts import Fact, FactStatus, InputIssue, Scalar, known, unknown
 from service.fhir import codes
-from service.fhir.conditions import CancerPicture, Metastasis, is_local
+from service.fhir.conditions import (
+    CancerPicture,
+    Metastasis,
+    is_active,
+    is_local,
+    same_body_site,
+    sided_body_sites,
+)
 from service.fhir.readings import (
     Invalid,
     ObsIndex,
@@ -246,7 +253,7 @@ def _history(picture: CancerPicture) -> list[Fact]:
 # --- lesion-level ------------------------------------------------------------------------------------------
 
 
-def lesion_facts(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> list[Fact]:
+def lesion_facts(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> list[Fact]:
     groups = _progress_readings(obs)
     site = (
         known("lesion_site_class", met.site_class, (met.condition,))
@@ -256,10 +263,11 @@ def lesion_facts(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> list
     facts = [
         known("lesion_organ", met.organ, (met.condition,)),
         site,
+        *([known("lesion_body_site", met.site_label, (met.condition,))] if met.site_label else []),
         to_fact("lesion_progressing", latest(groups.get(met.condition, []))),
-        *mirels_facts(met, obs),
+        *mirels_facts(met, obs, issues),
     ]
-    fracture = _fracture(met, obs, picture)
+    fracture = _fracture(met, obs, picture, issues)
     if fracture:
         facts.append(fracture)
     return facts
@@ -275,24 +283,74 @@ MIRELS_POINTS = {
 }
 
 
-def _components(obs: Resource) -> dict[str, str]:
+def _components(obs: Resource, issues: list[InputIssue]) -> dict[str, str]:
+    """The Mirels components of one assessment. A component value outside its allowed set or type is reported
+    (invalid-value, DQ-04) and discarded; the other components still count (fhir-mapping.md §2.1)."""
     found: dict[str, str] = {}
+    bad: set[str] = set()
     for comp in obs.get("component") or []:
         name = next((c for sys, c in codings(comp.get("code")) if sys == LOCAL), None)
+        if name not in MIRELS_POINTS:
+            continue
+        given = [k for k in comp if k.startswith("value")]
+        if not given:
+            continue  # no value (e.g. dataAbsentReason): the component is missing, not invalid
         value = next((c for sys, c in codings(comp.get("valueCodeableConcept")) if sys == LOCAL), None)
-        if name in MIRELS_POINTS and value in MIRELS_POINTS[name]:
+        allowed = MIRELS_POINTS[name]
+        if value not in allowed:
+            shown = value or next((c for _, c in codings(comp.get("valueCodeableConcept"))), None) or given[0]
+            _invalid(issues, obs, f"{name} {shown!r} is not one of {', '.join(sorted(allowed))}")
+            bad.add(name)
+        elif found.get(name, value) != value:
+            _invalid(issues, obs, f"{name} given twice with different values")
+            bad.add(name)
+        else:
             found[name] = value
-    return found
+    return {k: v for k, v in found.items() if k not in bad}
 
 
-def mirels_facts(met: Metastasis, obs: ObsIndex) -> list[Fact]:
-    mine = [o for o in obs.local("mirels-assessment") if usable(o) and _focus(o) == met.condition]
-    newest = max(mine, key=lambda o: str(o.get("effectiveDateTime", "")), default=None)
-    parts = _components(newest) if newest else {}
-    sources = (met.condition, rid(newest)) if newest else (met.condition,)
-    facts = [known("lesion_painful", "mirels-pain" in parts, sources)]
+def _invalid(issues: list[InputIssue], obs: Resource, what: str) -> None:
+    issues.append(InputIssue("invalid-value", "mirels", f"{rid(obs)}: {what}", ("DQ-04",)))
+
+
+def _encode(parts: dict[str, str]) -> str:
+    """One mirels-assessment as a comparable value (fhir-mapping.md §2.1: two different values on the latest date
+    are conflicting): its components in a fixed order."""
+    return ";".join(f"{k}={parts[k]}" for k in MIRELS_POINTS if k in parts)
+
+
+def _decode(value: str) -> dict[str, str]:
+    return dict(item.split("=", 1) for item in value.split(";") if item)
+
+
+def mirels_facts(met: Metastasis, obs: ObsIndex, issues: list[InputIssue]) -> list[Fact]:
+    """The lesion's latest mirels-assessment (per (code, focus), fhir-mapping.md §2.1); two that differ on that
+    date make the Mirels inputs conflicting, whatever their order in the Bundle."""
+    mine = _focused(obs.local("mirels-assessment"), met)
+    readings = read_all(mine, lambda o: _encode(_components(o, issues)), "mirels", issues)
+    selected = latest(readings)
+    if selected is None:
+        parts: dict[str, str] = {}
+        sources: tuple[str, ...] = (met.condition,)
+        painful = False
+    else:
+        top = [r for r in readings if r.source in selected.sources]
+        sources = (met.condition, *selected.sources)
+        # painful: any same-day assessment graded the pain (every grade is pain), so a conflict keeps it known
+        painful = any("mirels-pain" in _decode(str(r.value)) for r in top)
+        parts = _decode(str(selected.value)) if not selected.conflicting else {}
+    when = selected.effective if selected else None
+    facts = [known("lesion_painful", painful, sources, when)]
+    if selected is not None and selected.conflicting:
+        return [
+            *facts,
+            _long_bone(met, None, issues),
+            Fact("lesion_mirels_size", None, FactStatus.CONFLICTING, sources, when),
+            Fact("lesion_mirels_score", None, FactStatus.CONFLICTING, sources, when),
+        ]
+    facts.append(_long_bone(met, sources if "mirels-site" in parts else None, issues))
     if "mirels-size" in parts:
-        facts.append(known("lesion_mirels_size", parts["mirels-size"], sources))
+        facts.append(known("lesion_mirels_size", parts["mirels-size"], sources, when))
     else:
         facts.append(unknown("lesion_mirels_size", ("mirels",), sources))
     derived = False
@@ -305,7 +363,32 @@ def mirels_facts(met: Metastasis, obs: ObsIndex) -> list[Fact]:
         missing = ", ".join(k for k in MIRELS_POINTS if k not in parts)
         return [*facts, unknown("lesion_mirels_score", ("mirels",), sources), _note(met, missing)]
     score = sum(MIRELS_POINTS[k][v] for k, v in parts.items())
-    return [*facts, known("lesion_mirels_score", score, sources, derived=derived)]
+    return [*facts, known("lesion_mirels_score", score, sources, when, derived=derived)]
+
+
+LONG_BONE = ("weight-bearing-long-bone", "other-long-bone")
+
+
+def _long_bone(met: Metastasis, site_sources: tuple[str, ...] | None, issues: list[InputIssue]) -> Fact:
+    """Whether Mirels applies (clinical-rules.md §5.1 scope: long bones of the limbs). From the site class; for a bone
+    lesion without a usable body site, a Mirels assessment that names the Mirels site (upper limb, lower limb,
+    peritrochanteric: all long-bone sites of the limbs) places the lesion in a limb long bone (derived-input)."""
+    if met.site_class in LONG_BONE:
+        return known("lesion_long_bone", True, (met.condition,))
+    if met.site_class != "unknown":
+        return known("lesion_long_bone", False, (met.condition,))
+    if site_sources:
+        issues.append(
+            InputIssue(
+                "derived-input",
+                "site_class",
+                f"{met.condition} has no usable body site: its mirels-site component places it in a long bone of a "
+                "limb, so Mirels applies (siteClass stays unknown)",
+                ("SURG-MIRELS",),
+            )
+        )
+        return known("lesion_long_bone", True, site_sources, derived=True)
+    return unknown("lesion_long_bone", sources=(met.condition,))
 
 
 def _note(met: Metastasis, missing: str) -> Fact:
@@ -318,22 +401,32 @@ def _focus(obs: Resource) -> str | None:
     return focus_of(obs)
 
 
-def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture) -> Fact | None:
+def _focused(observations: list[Resource], met: Metastasis) -> list[Resource]:
+    return [o for o in observations if _focus(o) == met.condition]
+
+
+def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> Fact | None:
     if met.organ != "bone":
         return None
     extract = value_code_in(["none", "impending", "actual"], LOCAL)
-    readings = [r for r in read_all(obs.local("fracture-status"), extract, "fracture", []) if r.focus == met.condition]
-    selected = latest(readings)
+    records = [o for o in _focused(obs.local("fracture-status"), met) if usable(o)]
+    selected = latest(read_all(records, extract, "fracture", issues))
+    # an active, not refuted pathological-fracture Condition at the lesion's body site, on the same side
+    # (clinical-rules.md §5.2; fhir-mapping.md §3.1: bodySite includes the laterality qualifier)
     same_site = [
-        rid(c)
-        for c in picture.fractures
-        if set(codings(c.get("bodySite") or [])) & {(SNOMED, s) for s in met.body_sites}
+        rid(c) for c in picture.fractures if is_active(c) and same_body_site(sided_body_sites(c), met.sided_sites)
     ]
     if same_site:
         return known("lesion_fracture", "actual", (met.condition, *same_site))
-    if selected and selected.value is not None:
-        return known("lesion_fracture", selected.value, (met.condition, *selected.sources), selected.effective)
-    return known("lesion_fracture", "none", (met.condition,))  # closed world: no record → none
+    if selected is None and records:  # a record whose value was invalid (discarded) is not "no record"
+        return unknown("lesion_fracture", (), (met.condition, *(rid(o) for o in records)))
+    if selected is None:
+        return known("lesion_fracture", "none", (met.condition,))  # closed world: no record → none
+    sources = (met.condition, *selected.sources)
+    if selected.conflicting:  # two values on the latest date (fhir-mapping.md §2.1): neither is used
+        return Fact("lesion_fracture", None, FactStatus.CONFLICTING, sources, selected.effective)
+    assert selected.value is not None
+    return known("lesion_fracture", selected.value, sources, selected.effective)
 
 
 __all__ = ["lesion_facts", "local_facts", "staging_facts", "status_facts", "usable"]

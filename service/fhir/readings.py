@@ -146,7 +146,8 @@ def value_code_in(allowed: Iterable[str], system: str) -> Callable[[Resource], s
         concept = obs.get("valueCodeableConcept")
         codes = [c.get("code") for c in (concept or {}).get("coding") or [] if c.get("system") == system]
         if not codes or codes[0] not in allowed_set:
-            raise Invalid(f"value must be one of {', '.join(sorted(allowed_set))}")
+            given = f"{codes[0]!r} " if codes else ""
+            raise Invalid(f"value {given}must be one of {', '.join(sorted(allowed_set))}")
         return str(codes[0])
 
     return extract

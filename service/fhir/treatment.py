@@ -4,9 +4,11 @@ statuses (menopausal, castration). Thresholds stay in the rule files; only [LABE
 
 from __future__ import annotations
 
+import re
 from datetime import date
 
 from service.domain.facts import Fact, InputIssue, PatientFacts, known, unknown
+from service.fhir.codes import NEGATIVE, POSITIVE
 from service.fhir.medications import MedicationUse, active_classes, ordered_classes
 from service.fhir.readings import ObsIndex, Reading
 from service.fhir.util import LOINC, Resource, add_months, codings, has_code, parse_date
@@ -16,6 +18,9 @@ HYPOCALCAEMIA_MG_DL = 8.5  # fallback when the lab gives no interpretation [KNOW
 EGFR_HGNC, ALK_HGNC = "HGNC:3236", "HGNC:427"
 PRESENT, ABSENT = "LA9633-4", "LA9634-2"
 GENE_STUDIED = "48018-6"
+# fhir-mapping.md §4.6 ALK rearrangement: 78205-2 ALK gene rearrangements by FISH, 78210-2 (narrative),
+# 79206-9 EML4-ALK fusion transcript by FISH → positive = alk_fusion
+ALK_FISH = ("78205-2", "78210-2", "79206-9")
 
 
 def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
@@ -121,7 +126,7 @@ def genomic_facts(obs: ObsIndex) -> list[Fact]:
         if o.get("status") not in ("final", "amended", "corrected", "preliminary"):
             continue
         ref = f"Observation/{o.get('id')}"
-        if has_code(o.get("code"), LOINC, ("78205-2", "79206-9")):
+        if has_code(o.get("code"), LOINC, ALK_FISH):
             alk.append((_present(o), ref))
         if not has_code(o.get("code"), LOINC, ("69548-6",)):
             continue
@@ -139,11 +144,34 @@ def genomic_facts(obs: ObsIndex) -> list[Fact]:
 
 
 def _present(o: Resource) -> bool | None:
-    codes = {c for _, c in codings(o.get("valueCodeableConcept"))}
-    text = str((o.get("valueCodeableConcept") or {}).get("text", "")).lower()
-    if PRESENT in codes or "positive" in text or text == "detected":
+    """A genomic or FISH result: LOINC answers Present/Absent (LA9633-4/LA9634-2) and the Positive/Negative codings of
+    fhir-mapping.md §4.6 (LA6576-8/LA6577-6, SNOMED 10828004/260385009); else the result text (valueString or the
+    concept's text/display, TumorMarkerTest value[x] may be a string, §3.5). Both ways at once → unknown."""
+    concept = o.get("valueCodeableConcept")
+    pairs = set(codings(concept))
+    found = {c for _, c in pairs}
+    positive = PRESENT in found or bool(pairs & POSITIVE)
+    negative = ABSENT in found or bool(pairs & NEGATIVE)
+    if positive != negative:
+        return positive
+    if positive:
+        return None
+    texts = [o.get("valueString"), (concept or {}).get("text")]
+    texts += [c.get("display") for c in (concept or {}).get("coding") or [] if isinstance(c, dict)]
+    results = {_text_result(str(t)) for t in texts if isinstance(t, str) and t.strip()} - {None}
+    return results.pop() if len(results) == 1 else None
+
+
+def _text_result(text: str) -> bool | None:
+    """'Positive' / 'Detected' / 'Present' → True; 'Negative' / 'Not detected' / 'Absent' → False; a text that says
+    both or neither (e.g. 'No rearrangement detected' is read as neither) → None."""
+    words = set(re.sub(r"[^a-z]+", " ", text.lower()).split())
+    said_no = bool(words & {"not", "no"})
+    if words & {"positive", "detected", "present"} and not words & {"negative", "absent"} and not said_no:
         return True
-    if ABSENT in codes or "negative" in text:
+    if words & {"negative", "absent"} and not words & {"positive", "present"}:
+        return False
+    if words == {"not", "detected"}:
         return False
     return None
 
@@ -161,7 +189,26 @@ def _egfr_sensitizing(o: Resource) -> bool | None:
     # exon 19 deletions and p.Leu858Arg [KNOW; the clinical list is still to be agreed]
     if "l858r" in hgvs or "leu858arg" in hgvs or ("exon 19" in hgvs and "del" in hgvs) or "del19" in hgvs:
         return True
+    if any(_exon19_deletion(m) for m in PROTEIN_DELETION.finditer(hgvs)):
+        return True
     return None
+
+
+# EGFR exon 19 = codons 729–761 of the EGFR protein (NP_005219, transcript NM_005228) [KNOW, not verified against
+# the RefSeq record]: an in-frame deletion or deletion-insertion whose first deleted residue lies there is an exon 19
+# deletion (fhir-mapping.md §4.6 "exon 19 deletions"), e.g. p.Glu746_Ala750del, p.E746_A750del,
+# p.Leu747_Pro753delinsSer. Matched on the lower-cased text; three- or one-letter amino-acid codes.
+EGFR_EXON19_CODONS = range(729, 762)
+_AA3 = "ala|arg|asn|asp|cys|gln|glu|gly|his|ile|leu|lys|met|phe|pro|ser|thr|trp|tyr|val"
+_AA = f"(?:{_AA3}|[acdefghiklmnpqrstvwy])"
+PROTEIN_DELETION = re.compile(
+    rf"(?<![a-z0-9])(?:p\.)?\(?({_AA})(\d+)(?:_({_AA})(\d+))?del(?:ins(?:{_AA})+)?\)?(?![a-z0-9])"
+)
+
+
+def _exon19_deletion(match: re.Match[str]) -> bool:
+    first, last = int(match.group(2)), int(match.group(4) or match.group(2))
+    return first in EGFR_EXON19_CODONS and last >= first
 
 
 def _genomic(name: str, results: list[tuple[bool | None, str]]) -> Fact:

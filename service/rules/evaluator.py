@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.domain.assessment import REPORTED_FACTS
-from service.domain.catalogue import PUBLIC_FACTS, label, public_name
+from service.domain.catalogue import LESION_NOTES, PUBLIC_FACTS, label, public_name
 from service.domain.facts import ISSUE_FOR_STATUS, Fact, FactStatus, InputIssue, PatientFacts, known
 from service.domain.result import Issue, Recommendation
 from service.rules.compile import compile_ruleset, parse_action, stage_name
@@ -67,7 +67,8 @@ class _State:
         self.lesions = [_Subject(i + 1, {}, lesion.facts, lesion.condition) for i, lesion in enumerate(pf.lesions)]
         self.sync_lesions()
         self.recs: list[Recommendation] = []
-        self.issues: dict[tuple[str, str], tuple[list[str], str]] = {}
+        # (issue code, input) → (rules, detail, lesion-specific parts of the detail)
+        self.issues: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {}
         self.fired_rules: list[str] = []
         self.listing: set[tuple[str, str]] = set()
 
@@ -183,8 +184,11 @@ class _State:
         for name in undecided_facts(cond, subject.values):
             for root, status in self._roots(subject, name):
                 code = ISSUE_FOR_STATUS[status]
-                where = f" (lesion {subject.lesion})" if subject.lesion else ""
-                self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}{where}")
+                where = None
+                if subject.lesion:
+                    note = self._note(subject, root, status)
+                    where = f"lesion {subject.lesion}" + (f": {note}" if note else "")
+                self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}", where)
 
     def _roots(self, subject: _Subject, name: str, depth: int = 0) -> list[tuple[str, FactStatus]]:
         """The §1.2 facts to report for an open fact: itself when it is one, and the inputs it was derived from."""
@@ -210,11 +214,21 @@ class _State:
                 found.append(text)
         return found
 
-    def _add_issue(self, code: str, name: str, rule_id: str, detail: str) -> None:
-        rules, first = self.issues.get((code, name), ([], detail))
+    def _note(self, subject: _Subject, root: str, status: FactStatus) -> str | None:
+        """What exactly is open for this lesion, where a lesion fact says it (the missing Mirels components)."""
+        fact = subject.facts.get(LESION_NOTES.get(root, ""))
+        if status is not FactStatus.UNKNOWN or fact is None or not fact.usable:
+            return None
+        return f"missing {fact.value}"
+
+    def _add_issue(self, code: str, name: str, rule_id: str, detail: str, lesion: str | None = None) -> None:
+        """One entry per (code, input): every rule it blocks, the first detail, and each lesion concerned."""
+        rules, first, lesions = self.issues.get((code, name), ([], detail, []))
         if rule_id not in rules:
             rules.append(rule_id)
-        self.issues[(code, name)] = (rules, first)
+        if lesion and lesion not in lesions:
+            lesions.append(lesion)
+        self.issues[(code, name)] = (rules, first, lesions)
 
     # --- explanation --------------------------------------------------------------------------------------
     def _used(self, subject: _Subject, cond: Condition) -> list[Fact]:
@@ -227,7 +241,10 @@ class _State:
         unique = {(r.rule, r.code, r.lesion): r for r in reversed(self.recs)}
         recs = sorted(unique.values(), key=lambda r: (r.rule, r.code, r.lesion or ""))
         recs = [_with_others(r, recs) if (r.rule, r.code) in self.listing else r for r in recs]
-        issues = [Issue(code, name, tuple(rules), detail) for (code, name), (rules, detail) in self.issues.items()]
+        issues = [
+            Issue(code, name, tuple(rules), f"{detail} ({'; '.join(lesions)})" if lesions else detail)
+            for (code, name), (rules, detail, lesions) in self.issues.items()
+        ]
         issues.extend(_input_issue(i) for i in self.pf.issues)
         return RuleResults(recs, _merge_issues(issues), self.fired_rules)
 

@@ -94,7 +94,14 @@ def _radium_reason(v: Values) -> str:
     return "Do not administer: ANC/platelets/Hb below threshold."
 
 
+def _lesion_site(v: Values) -> str:
+    """The lesion's body site in words (SURG-FX "Pathological fracture at <site>", clinical-rules.md §5.2)."""
+    site = v.get("lesion_body_site")
+    return str(site) if site else f"{v.get('lesion_condition')} (body site not recorded)"
+
+
 TEXTS: dict[str, Callable[[Values], str]] = {
+    "lesion_site": _lesion_site,
     "tumor_board_note": _tumor_board_note,
     "stomp_or_oriole": _stomp_or_oriole,
     "sabr_trial": _sabr_trial,

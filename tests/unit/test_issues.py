@@ -28,3 +28,20 @@ def test_two_invalid_values_of_one_input_are_one_issue_naming_both(container: Co
     assert all(n == 1 for n in counts.values()), counts
     [invalid] = [i for i in result["issues"] if (i["code"], i["input"]) == ("invalid-value", "ecog")]
     assert "ECOG 9" in invalid["detail"] and "ECOG -1" in invalid["detail"]
+
+
+def test_mirels_missing_input_names_each_lesion_and_its_missing_components(container: Container) -> None:
+    """clinical-rules.md §5.1: the Mirels missing-input detail names the lesion and the missing components."""
+    bundle = json.loads((FIXTURES / "tx-surg-mirels-partial-femur-shaft" / "bundle.json").read_text())
+    femur = next(e for e in bundle["entry"] if e["resource"]["id"] == "tx-mirelspart-met-bone-2")
+    humerus = copy.deepcopy(femur)
+    humerus["resource"]["id"] = "tx-mirelspart-met-humerus"
+    humerus["resource"]["bodySite"] = [{"coding": [{"system": "http://snomed.info/sct", "code": "85050009"}]}]
+    humerus.pop("fullUrl", None)
+    bundle["entry"].append(humerus)
+    [result] = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    [missing] = [i for i in result["issues"] if (i["code"], i["input"]) == ("missing-input", "mirels")]
+    # the femur's assessment lacks the size; the humerus has none (its site comes from the body site)
+    assert "Condition/tx-mirelspart-met-bone-2: missing mirels-size" in missing["detail"]
+    humerus_part = "Condition/tx-mirelspart-met-humerus: missing mirels-pain, mirels-lesion-type, mirels-size"
+    assert humerus_part in missing["detail"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from service.bootstrap import Container
 from service.domain.facts import LesionFacts, PatientFacts, known
 from service.rules.evaluator import RuleResults
+from tests.conftest import FIXTURES
 from tests.unit.test_rules_core import BASE
 
 TREATMENT: dict[str, Any] = {
@@ -36,7 +38,13 @@ TREATMENT: dict[str, Any] = {
 
 
 def lesion(i: int, site: str, **facts: Any) -> LesionFacts:
-    values = {"lesion_organ": "bone", "lesion_site_class": site, "lesion_fracture": "none", "lesion_painful": False}
+    values = {
+        "lesion_organ": "bone",
+        "lesion_site_class": site,
+        "lesion_long_bone": site in ("weight-bearing-long-bone", "other-long-bone"),
+        "lesion_fracture": "none",
+        "lesion_painful": False,
+    }
     values.update(facts)
     return LesionFacts(
         condition=f"Condition/met-{i}",
@@ -199,3 +207,27 @@ def test_detail_says_what_would_change_the_answer(container: Container) -> None:
     rec = recs(run(container, crcl=45.0), "BMA-02")["zoledronic-acid-dose-reduction"]
     change = rec.detail.split("**What would change this**")[1]
     assert "≥ 30 (now 45)" in change and "≤ 60 (now 45)" in change
+
+
+def test_fracture_summary_names_the_body_site(container: Container) -> None:
+    """clinical-rules.md §5.2: "Pathological fracture at <site>" names the site in words (laterality included), not
+    the Condition reference; a lesion without a body site says so."""
+    out = run(
+        container,
+        lesions=[
+            lesion(1, "weight-bearing-long-bone", lesion_fracture="actual", lesion_body_site="left shaft of femur"),
+            lesion(2, "unknown", lesion_fracture="actual"),
+        ],
+    )
+    summaries = sorted(r.summary for r in out.recommendations if r.code == "urgent-fracture-assessment")
+    assert summaries == [
+        "Pathological fracture at Condition/met-2 (body site not recorded): urgent orthopaedic oncology assessment.",
+        "Pathological fracture at left shaft of femur: urgent orthopaedic oncology assessment.",
+    ]
+
+
+def test_fracture_summary_site_from_the_bundle(container: Container) -> None:
+    bundle = json.loads((FIXTURES / "tx-fix-fracture-condition-same-side" / "bundle.json").read_text())
+    [result] = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    [fx] = [r for r in result["recommendations"] if r["code"] == "urgent-fracture-assessment"]
+    assert fx["summary"].startswith("Pathological fracture at left shaft of femur:")
