@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 
 from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
 from service.fhir.readings import Invalid, ObsIndex, Reading, latest, read_all
@@ -21,6 +22,7 @@ COUNT_10_9_L = {"10*9/L": 1.0, "10^9/L": 1.0, "x10E9/L": 1.0, "10*3/uL": 1.0, "K
 ML_MIN = {"mL/min": 1.0, "ml/min": 1.0}
 NG_DL = {"ng/dL": 1.0, "nmol/L": 28.84, "ng/mL": 100.0}
 KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
+CRCL_PRECISION = Decimal("0.000001")  # mL/min: Cockcroft–Gault is rounded to this, far below clinical meaning
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,10 +93,20 @@ def _to_fact(name: str, selected: object) -> Fact:
 
 def cockcroft_gault(age: int, weight_kg: float, scr_mg_dl: float, female: bool) -> float:
     """CrCl (mL/min) = (140 − age) × weight / (72 × SCr) [× 0.85 for women] (the zoledronic acid label's formula).
-    Not rounded: the label's bands (< 30, 30–39, …, > 60) are compared with the computed value (29.96 is < 30);
-    texts show it with a few significant digits."""
-    value = (140 - age) * weight_kg / (72 * scr_mg_dl)
-    return value * (0.85 if female else 1.0)
+
+    Computed in decimal from the values as read (in binary floating point 72 × 72 / (72 × 1.2) is
+    60.00000000000001 and 63 × 72 / (72 × 2.1) is 29.999999999999996), then rounded to 1e-6 mL/min, far below
+    clinical meaning: a value exactly on a band edge stays on it, while the label's bands (< 30, 30–39, …, > 60)
+    still see a true 29.96 as < 30 and 60.04 as > 60. Texts show it with a few significant digits."""
+    value = Decimal(140 - age) * _decimal(weight_kg) / (72 * _decimal(scr_mg_dl))
+    if female:
+        value *= Decimal("0.85")
+    return float(value.quantize(CRCL_PRECISION))
+
+
+def _decimal(value: float) -> Decimal:
+    """The decimal a reading was written as (1.2, not 1.1999999999999999555910790149937)."""
+    return Decimal(repr(value))
 
 
 def _crcl(facts: dict[str, Fact], age: int | None, sex: str | None, issues: list[InputIssue]) -> Fact:
@@ -121,7 +133,7 @@ def _crcl(facts: dict[str, Fact], age: int | None, sex: str | None, issues: list
         InputIssue(
             "derived-input",
             "crcl",
-            f"CrCl {value:.1f} mL/min by Cockcroft–Gault from creatinine "
+            f"CrCl {value:g} mL/min by Cockcroft–Gault from creatinine "
             f"{scr.value} mg/dL, weight {weight.value} kg, age {age}, sex {sex}",
         )
     )

@@ -7,9 +7,10 @@ from datetime import date
 import pytest
 
 from service.domain.dosing import zoledronic_acid_dose_mg
-from service.fhir.labs import cockcroft_gault
+from service.domain.facts import InputIssue
+from service.fhir.labs import cockcroft_gault, lab_facts, lab_readings
 from service.fhir.medications import MedicationUse
-from service.fhir.readings import Reading
+from service.fhir.readings import ObsIndex, Reading
 from service.fhir.treatment import ZOLEDRONIC_ACID, za_renal_facts
 
 START = date(2026, 1, 10)
@@ -57,3 +58,44 @@ def test_cockcroft_gault_is_compared_unrounded_at_the_label_bands() -> None:
     assert zoledronic_acid_dose_mg(just_below_30) is None  # < 30: not recommended (rounded to 30.0 it was 3.0 mg)
     just_above_60 = cockcroft_gault(50, 48.03, 1.0, female=False)  # 90 × 48.03 / 72 = 60.0375
     assert zoledronic_acid_dose_mg(just_above_60) == 4.0  # > 60 (rounded to 60.0 it was 3.5 mg)
+
+
+@pytest.mark.parametrize(
+    ("age", "weight", "scr", "female", "crcl"),
+    [
+        (68, 72.0, 1.2, False, 60.0),  # 60.00000000000001 in binary floating point
+        (68, 63.0, 2.1, False, 30.0),  # 29.999999999999996
+        (44, 54.0, 2.4, False, 30.0),  # 30.000000000000004
+        (68, 72.0, 1.02, True, 60.0),
+    ],
+)
+def test_cockcroft_gault_lands_exactly_on_a_band_edge(
+    age: int, weight: float, scr: float, female: bool, crcl: float
+) -> None:
+    assert repr(cockcroft_gault(age, weight, scr, female)) == repr(crcl)
+
+
+def test_cockcroft_gault_from_converted_units_is_exact_at_60() -> None:
+    """Creatinine in µmol/L (14682-9) and weight in pounds are converted before the formula (fhir-mapping §4.7)."""
+    obs = ObsIndex(
+        [
+            _obs("scr", "14682-9", 106.104, "umol/L"),
+            _obs("wt", "29463-7", 158.733, "[lb_av]"),
+        ]
+    )
+    issues: list[InputIssue] = []
+    facts = {f.name: f for f in lab_facts(lab_readings(obs, issues), 68, "male", date(2026, 11, 27), 30, issues)}
+    assert facts["crcl"].value == 60.0 and repr(facts["crcl"].value) == "60.0"
+    assert zoledronic_acid_dose_mg(float(facts["crcl"].value)) == 3.5
+    assert any(i.code == "derived-input" and "CrCl 60 mL/min" in i.detail for i in issues)
+
+
+def _obs(oid: str, loinc: str, value: float, unit: str, day: str = "2026-11-20") -> dict[str, object]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+        "effectiveDateTime": day,
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+    }
