@@ -79,9 +79,9 @@ def lab_facts(
     issues: list[InputIssue],
 ) -> list[Fact]:
     facts = {name: _to_fact(name, latest(rs)) for name, rs in readings.items()}
+    crcl = _crcl(facts, age, sex, as_of, renal_days, issues)
     facts["scr_current_mg_dl"] = _stale(facts["scr_current_mg_dl"], as_of, renal_days)
-    crcl = _crcl(facts, age, sex, issues)
-    out = [*facts.values(), _stale(crcl, as_of, renal_days), _corrected_calcium(facts, issues)]
+    out = [*facts.values(), crcl, _corrected_calcium(facts, issues)]
     return out
 
 
@@ -109,34 +109,59 @@ def _decimal(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
-def _crcl(facts: dict[str, Fact], age: int | None, sex: str | None, issues: list[InputIssue]) -> Fact:
+def _crcl(
+    facts: dict[str, Fact], age: int | None, sex: str | None, as_of: date, days: int, issues: list[InputIssue]
+) -> Fact:
+    """The CrCl BMA-02 uses (fhir-mapping.md §4.7): the measured Cockcroft–Gault CrCl (35591-7) while it is within
+    the renal window; else one computed from the current creatinine, weight, age and sex (`derived-input`) while
+    that creatinine is within the window. With neither fresh, the newer of the two, stale (a tie goes to the
+    measured one)."""
     observed = facts["crcl_observed"]
-    if observed.usable:
-        assert observed.value is not None  # usable
-        return known("crcl", observed.value, observed.sources, observed.effective)
+    measured = (
+        known("crcl", observed.value, observed.sources, observed.effective)
+        if observed.usable and observed.value is not None
+        else None
+    )
+    if measured and _stale(measured, as_of, days).usable:
+        return measured
+    derived = _derived_crcl(facts, age, sex, as_of, days)
+    if derived.usable and _stale(derived, as_of, days).usable:
+        scr, weight = facts["scr_current_mg_dl"], facts["weight_kg"]
+        superseded = f"; the measured CrCl of {measured.effective} is older than {days} days" if measured else ""
+        issues.append(
+            InputIssue(
+                "derived-input",
+                "crcl",
+                f"CrCl {derived.value:g} mL/min by Cockcroft–Gault from creatinine "
+                f"{scr.value} mg/dL, weight {weight.value} kg, age {age}, sex {sex}{superseded}",
+            )
+        )
+        return derived
+    dated = [f for f in (measured, derived) if f is not None and f.usable]
+    if dated:
+        return _stale(max(dated, key=lambda f: f.effective or date.min), as_of, days)
+    return derived
+
+
+def _derived_crcl(facts: dict[str, Fact], age: int | None, sex: str | None, as_of: date, days: int) -> Fact:
+    """Cockcroft–Gault from the latest creatinine (fresh or not: the caller judges the date) and weight. When it
+    cannot be computed, the inputs that are missing, and the creatinine too when it is stale."""
     scr, weight = facts["scr_current_mg_dl"], facts["weight_kg"]
     missing = [
         n
         for n, ok in (
-            ("scr_current_mg_dl", scr.usable),
+            ("scr_current_mg_dl", _stale(scr, as_of, days).usable),
             ("weight_kg", weight.usable),
             ("age", age is not None),
             ("sex", sex in ("male", "female")),
         )
         if not ok
     ]
-    if missing or not isinstance(scr.value, float) or scr.value <= 0:
+    computable = scr.usable and not [n for n in missing if n != "scr_current_mg_dl"]
+    if not computable or not isinstance(scr.value, float) or scr.value <= 0:
         return unknown("crcl", missing or ["scr_current_mg_dl"])
     assert isinstance(weight.value, float) and age is not None
     value = cockcroft_gault(age, weight.value, scr.value, sex == "female")
-    issues.append(
-        InputIssue(
-            "derived-input",
-            "crcl",
-            f"CrCl {value:g} mL/min by Cockcroft–Gault from creatinine "
-            f"{scr.value} mg/dL, weight {weight.value} kg, age {age}, sex {sex}",
-        )
-    )
     return known("crcl", value, (*scr.sources, *weight.sources), scr.effective, derived=True)
 
 

@@ -7,7 +7,7 @@ from datetime import date
 import pytest
 
 from service.domain.dosing import zoledronic_acid_dose_mg
-from service.domain.facts import InputIssue
+from service.domain.facts import Fact, FactStatus, InputIssue
 from service.fhir.labs import cockcroft_gault, lab_facts, lab_readings
 from service.fhir.medications import MedicationUse
 from service.fhir.readings import ObsIndex, Reading
@@ -99,3 +99,46 @@ def _obs(oid: str, loinc: str, value: float, unit: str, day: str = "2026-11-20")
         "effectiveDateTime": day,
         "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
     }
+
+
+def _crcl_of(*observations: dict[str, object]) -> tuple[Fact, list[InputIssue]]:
+    issues: list[InputIssue] = []
+    readings = lab_readings(ObsIndex(observations), issues)
+    facts = {f.name: f for f in lab_facts(readings, 68, "male", date(2026, 11, 26), 30, issues)}
+    return facts["crcl"], issues
+
+
+@pytest.mark.parametrize(
+    ("measured_day", "scr_day", "value", "status", "derived"),
+    [
+        ("2026-09-01", "2026-11-20", 36.0, FactStatus.KNOWN, True),  # stale measured, fresh creatinine
+        ("2026-11-10", "2026-11-20", 45.0, FactStatus.KNOWN, False),  # both fresh: the measured one (§4.7)
+        ("2026-11-20", "2026-11-20", 45.0, FactStatus.KNOWN, False),
+        ("2026-11-20", "2026-09-01", 45.0, FactStatus.KNOWN, False),
+        ("2026-09-01", "2026-10-01", 36.0, FactStatus.STALE, True),  # both stale: the newer, stale
+        ("2026-10-01", "2026-09-01", 45.0, FactStatus.STALE, False),
+        ("2026-10-01", "2026-10-01", 45.0, FactStatus.STALE, False),
+    ],
+)
+def test_crcl_is_the_freshest_one_measured_first(
+    measured_day: str, scr_day: str, value: float, status: FactStatus, derived: bool
+) -> None:
+    crcl, issues = _crcl_of(
+        _obs("crcl", "35591-7", 45, "mL/min", measured_day),
+        _obs("scr", "2160-0", 2.0, "mg/dL", scr_day),
+        _obs("wt", "29463-7", 72, "kg", scr_day),
+    )
+    assert (crcl.value, crcl.status, crcl.derived) == (value, status, derived)
+    used_derived = any(i.code == "derived-input" and i.input == "crcl" for i in issues)
+    assert used_derived is (derived and status is FactStatus.KNOWN)
+
+
+def test_crcl_from_a_stale_creatinine_is_stale_not_missing() -> None:
+    crcl, _ = _crcl_of(_obs("scr", "2160-0", 1.2, "mg/dL", "2026-10-20"), _obs("wt", "29463-7", 72, "kg", "2026-10-20"))
+    assert crcl.status is FactStatus.STALE and crcl.value == 60.0
+
+
+def test_crcl_without_weight_is_missing_and_names_a_stale_creatinine() -> None:
+    crcl, _ = _crcl_of(_obs("scr", "2160-0", 1.2, "mg/dL", "2026-10-20"))
+    assert crcl.status is FactStatus.UNKNOWN
+    assert set(crcl.missing) == {"scr_current_mg_dl", "weight_kg"}
