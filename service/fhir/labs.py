@@ -11,7 +11,7 @@ from decimal import Decimal
 
 from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
 from service.fhir.readings import Invalid, ObsIndex, Reading, latest, read_all
-from service.fhir.util import LOINC, Resource
+from service.fhir.util import LOINC, Resource, rid
 
 # unit → factor to the target unit (UCUM code or the printed unit)
 CREATININE_MG_DL = {"mg/dL": 1.0, "umol/L": 1 / 88.42, "µmol/L": 1 / 88.42, "mmol/L": 1000 / 88.42}
@@ -32,8 +32,11 @@ class Lab:
     units: dict[str, float]
 
 
+CREATININE = Lab("scr_current_mg_dl", ("2160-0", "38483-4", "14682-9"), CREATININE_MG_DL)
+CREATININE_SI_UMOL_L = {"umol/L": 1.0, "µmol/L": 1.0, "mmol/L": 1000.0}  # the SI units among CREATININE_MG_DL
+
 LABS = (
-    Lab("scr_current_mg_dl", ("2160-0", "38483-4", "14682-9"), CREATININE_MG_DL),
+    CREATININE,
     Lab("crcl_observed", ("35591-7",), ML_MIN),
     Lab("calcium_mg_dl", ("17861-6", "49765-1"), CALCIUM_MG_DL),
     Lab("albumin_g_dl", ("1751-7", "61151-7"), ALBUMIN_G_DL),
@@ -45,12 +48,16 @@ LABS = (
 )
 
 
+def _unit(q: dict[str, object]) -> str:
+    return str(q.get("code") or q.get("unit") or "")
+
+
 def _quantity(units: dict[str, float]) -> Callable[[Resource], float]:
     def extract(obs: Resource) -> float:
         q = obs.get("valueQuantity")
         if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
             raise Invalid("valueQuantity expected")
-        unit = str(q.get("code") or q.get("unit") or "")
+        unit = _unit(q)
         if unit not in units:
             raise Invalid(f"unit {unit!r} not recognised")
         if q["value"] < 0:
@@ -62,6 +69,23 @@ def _quantity(units: dict[str, float]) -> Callable[[Resource], float]:
 
 def lab_readings(obs: ObsIndex, issues: list[InputIssue]) -> dict[str, list[Reading]]:
     return {lab.fact: read_all(obs.coded(LOINC, lab.loinc), _quantity(lab.units), lab.fact, issues) for lab in LABS}
+
+
+def creatinine_si(obs: ObsIndex) -> dict[tuple[str, float], float]:
+    """Creatinine results reported in an SI unit, in µmol/L, keyed by (source, value in mg/dL as read): BMA-03
+    compares two such results with the label's own µmol/L figures (clinical-rules.md §6.3)."""
+    read = _quantity(CREATININE.units)
+    out: dict[tuple[str, float], float] = {}
+    for o in obs.coded(LOINC, CREATININE.loinc):
+        q = o.get("valueQuantity")
+        if not isinstance(q, dict) or _unit(q) not in CREATININE_SI_UMOL_L:
+            continue
+        try:
+            mg_dl = read(o)
+        except Invalid:  # reported by lab_readings
+            continue
+        out[(rid(o), mg_dl)] = round(float(q["value"]) * CREATININE_SI_UMOL_L[_unit(q)], 3)
+    return out
 
 
 def _stale(fact: Fact, as_of: date, days: int) -> Fact:

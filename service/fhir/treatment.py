@@ -4,6 +4,7 @@ statuses (menopausal, castration). Thresholds stay in the rule files; only [LABE
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
 
 from service.domain.facts import Fact, InputIssue, PatientFacts, known, unknown
@@ -55,9 +56,16 @@ def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
     return facts
 
 
-def za_renal_facts(uses: list[MedicationUse], creatinine: list[Reading], as_of: date) -> list[Fact]:
+def za_renal_facts(
+    uses: list[MedicationUse],
+    creatinine: list[Reading],
+    as_of: date,
+    si: Mapping[tuple[str, float], float] | None = None,
+) -> list[Fact]:
     """BMA-03 [LABEL]: baseline = latest SCr before the first zoledronic acid dose; withhold when SCr rose by
-    ≥ 0.5 mg/dL (baseline < 1.4) or ≥ 1.0 mg/dL (baseline ≥ 1.4); resume within 10 % of baseline."""
+    ≥ 0.5 mg/dL (baseline < 1.4) or ≥ 1.0 mg/dL (baseline ≥ 1.4); resume within 10 % of baseline. Two results both
+    reported in µmol/L (`si`, from `labs.creatinine_si`) are compared in µmol/L with the label's figures: ≥ 44
+    (baseline < 124) or ≥ 88 (baseline ≥ 124); any other pair in mg/dL."""
     starts = [u.start for u in uses if u.ingredient == ZOLEDRONIC_ACID and u.start and not u.draft]
     dated = sorted((r for r in creatinine if r.effective), key=lambda r: r.effective or date.min)
     if not starts or not dated:
@@ -67,16 +75,35 @@ def za_renal_facts(uses: list[MedicationUse], creatinine: list[Reading], as_of: 
     after = [r for r in dated if r.effective and r.effective > first]
     if not before or not after:
         return [unknown("za_renal_deterioration", ("scr_baseline_mg_dl" if not before else "scr_current_mg_dl",))]
-    base = float(before[-1].value)
-    rise = 0.5 if base < 1.4 else 1.0
-    current = float(after[-1].value)
-    met_before = any(_at_least(float(r.value) - base, rise) for r in after)
-    deteriorated = _at_least(current - base, rise) or (met_before and not _at_least(1.10 * base, current))
-    sources = (before[-1].source, after[-1].source)
+    baseline, latest = before[-1], after[-1]
+    met_before = any(_withhold(*_pair(baseline, r, si or {})) for r in after)
+    base, current, unit = _pair(baseline, latest, si or {})
+    deteriorated = _withhold(base, current, unit) or (met_before and not _at_least(1.10 * base, current))
+    sources = (baseline.source, latest.source)
+    course = f"{base:g} → {current:g} {unit}" + (", compared with the label's µmol/L figures" if unit != MG_DL else "")
     return [
-        known("scr_baseline_mg_dl", base, (before[-1].source,), before[-1].effective),
-        known("za_renal_deterioration", deteriorated, sources, after[-1].effective),
+        known("scr_baseline_mg_dl", float(baseline.value), (baseline.source,), baseline.effective),
+        known("za_renal_deterioration", deteriorated, sources, latest.effective),
+        known("za_scr_course", course, sources, latest.effective),
     ]
+
+
+MG_DL, UMOL_L = "mg/dL", "µmol/L"
+# BMA-03 [LABEL] (clinical-rules.md §6.3): baseline limit, rise needed below it, rise needed at or above it
+WITHHOLD = {MG_DL: (1.4, 0.5, 1.0), UMOL_L: (124.0, 44.0, 88.0)}
+
+
+def _pair(baseline: Reading, reading: Reading, si: Mapping[tuple[str, float], float]) -> tuple[float, float, str]:
+    """Baseline and a later creatinine in one unit: µmol/L as reported when both were, else mg/dL."""
+    b, r = si.get((baseline.source, float(baseline.value))), si.get((reading.source, float(reading.value)))
+    if b is not None and r is not None:
+        return b, r, UMOL_L
+    return float(baseline.value), float(reading.value), MG_DL
+
+
+def _withhold(base: float, current: float, unit: str) -> bool:
+    limit, low, high = WITHHOLD[unit]
+    return _at_least(current - base, low if base < limit else high)
 
 
 def _at_least(value: float, limit: float) -> bool:

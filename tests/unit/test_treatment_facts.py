@@ -8,7 +8,7 @@ import pytest
 
 from service.domain.dosing import zoledronic_acid_dose_mg
 from service.domain.facts import Fact, FactStatus, InputIssue
-from service.fhir.labs import cockcroft_gault, lab_facts, lab_readings
+from service.fhir.labs import cockcroft_gault, creatinine_si, lab_facts, lab_readings
 from service.fhir.medications import MedicationUse
 from service.fhir.readings import ObsIndex, Reading
 from service.fhir.treatment import ZOLEDRONIC_ACID, za_renal_facts
@@ -142,3 +142,60 @@ def test_crcl_without_weight_is_missing_and_names_a_stale_creatinine() -> None:
     crcl, _ = _crcl_of(_obs("scr", "2160-0", 1.2, "mg/dL", "2026-10-20"))
     assert crcl.status is FactStatus.UNKNOWN
     assert set(crcl.missing) == {"scr_current_mg_dl", "weight_kg"}
+
+
+def _withheld(*results: tuple[float, str, str]) -> bool:
+    """Zoledronic acid from 2026-06-01; creatinine results (value, UCUM unit, date) read as the service does."""
+    obs = ObsIndex(
+        [
+            _obs(f"scr{i}", "14682-9" if "mol" in unit else "2160-0", v, unit, day)
+            for i, (v, unit, day) in enumerate(results)
+        ]
+    )
+    issues: list[InputIssue] = []
+    readings = lab_readings(obs, issues)
+    za = MedicationUse(
+        "MedicationRequest/za",
+        frozenset({"bisphosphonate"}),
+        ZOLEDRONIC_ACID,
+        "request",
+        "active",
+        date(2026, 6, 1),
+        None,
+        False,
+    )
+    facts = {
+        f.name: f for f in za_renal_facts([za], readings["scr_current_mg_dl"], date(2026, 11, 26), creatinine_si(obs))
+    }
+    return bool(facts["za_renal_deterioration"].value)
+
+
+# BMA-03 in µmol/L [LABEL, clinical-rules.md §6.3]: baseline < 124 → +44; ≥ 124 → +88 (44/88.42 is 0.498 mg/dL).
+@pytest.mark.parametrize(
+    ("baseline", "current", "unit", "withhold"),
+    [
+        (88, 132, "umol/L", True),
+        (88, 131, "umol/L", False),
+        (123, 167, "umol/L", True),
+        (124, 212, "umol/L", True),
+        (124, 211, "umol/L", False),
+        (88, 132, "µmol/L", True),
+        (0.088, 0.132, "mmol/L", True),
+    ],
+)
+def test_creatinine_rise_in_si_units_uses_the_labels_si_figures(
+    baseline: float, current: float, unit: str, withhold: bool
+) -> None:
+    assert _withheld((baseline, unit, "2026-05-25"), (current, unit, "2026-11-20")) is withhold
+
+
+def test_creatinine_rise_in_mixed_units_is_compared_in_mg_dl() -> None:
+    # 88 µmol/L = 0.995 mg/dL; + 0.498 mg/dL < 0.5 (in µmol/L alone it would be + 44)
+    assert _withheld((88, "umol/L", "2026-05-25"), (1.493, "mg/dL", "2026-11-20")) is False
+    assert _withheld((88, "umol/L", "2026-05-25"), (1.495, "mg/dL", "2026-11-20")) is True
+
+
+def test_earlier_si_rise_then_back_within_ten_percent() -> None:
+    rise = (88, "umol/L", "2026-05-25"), (132, "umol/L", "2026-09-01")  # + 44: withhold
+    assert _withheld(*rise, (96, "umol/L", "2026-11-20")) is False  # ≤ 1.10 × 88 = 96.8: resume
+    assert _withheld(*rise, (97, "umol/L", "2026-11-20")) is True
