@@ -136,6 +136,27 @@ def test_hypercalcaemia_threshold(container: Container) -> None:
     assert "hypercalcaemia-of-malignancy" not in recs(run(container, ca_corrected_mg_dl=11.9), "BMA-02")
 
 
+# BMA-04 (§6.4): correct-hypocalcaemia is critical "when denosumab is ordered or about to start", warning otherwise.
+# About to start = a BMA planned (BMA-01) while BMA-02 leaves denosumab as the choice or cannot tell yet.
+@pytest.mark.parametrize(
+    ("changes", "indicator"),
+    [
+        ({"crcl": 75.0}, "warning"),  # planned, zoledronic acid or denosumab: no preference
+        ({"crcl": 45.0, "scr_current_mg_dl": 2.0}, "warning"),
+        ({"crcl": 25.0}, "critical"),  # planned, denosumab preferred (CrCl < 30)
+        ({"crcl": 45.0, "scr_current_mg_dl": 3.2}, "critical"),  # planned, denosumab preferred (SCr > 3.0)
+        ({"crcl": None}, "critical"),  # planned, choice still open: not read as "not denosumab"
+        ({"crcl": 75.0, "denosumab_ordered": True, "bma_ordered": True}, "critical"),
+        ({"crcl": 25.0, "za_ordered": True, "bisphosphonate_ordered": True, "bma_ordered": True}, "warning"),
+    ],
+)
+def test_correct_hypocalcaemia_is_critical_before_denosumab(
+    container: Container, changes: dict[str, Any], indicator: str
+) -> None:
+    got = recs(run(container, calcium_low=True, **changes), "BMA-04")
+    assert got["correct-hypocalcaemia"].indicator == indicator
+
+
 def test_double_antiresorptive_and_withhold(container: Container) -> None:
     both = run(container, bisphosphonate_ordered=True, denosumab_ordered=True, bma_ordered=True)
     assert "double-antiresorptive" in recs(both, "BMA-06")
