@@ -25,9 +25,16 @@ def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
     za = [u for u in uses if u.ingredient == ZOLEDRONIC_ACID]
     za_ordered = bool(ordered_classes(za, as_of))
     radium_given = [u for u in uses if "radium223" in u.classes and u.kind in ("administration", "statement")]
-    src = tuple(u.resource for u in uses)
+    is_active = [u for u in uses if active_classes([u], as_of)]
+    is_ordered = [u for u in uses if ordered_classes([u], as_of)]
+
+    def src(classes: set[str], hits: list[MedicationUse]) -> tuple[str, ...]:
+        """The records of the drug class(es): those active/ordered when there are any, else all of them."""
+        of_class = [u for u in uses if u.classes & classes]
+        return tuple(u.resource for u in ([u for u in of_class if u in hits] or of_class))
+
     facts = [
-        known(f"{cls}_active", cls in active, src)
+        known(f"{cls}_active", cls in active, src({cls}, is_active))
         for cls in (
             "adt",
             "ai",
@@ -42,16 +49,17 @@ def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
             "denosumab",
         )
     ]
+    bma, endocrine, supplements = {"bisphosphonate", "denosumab"}, {"ai", "serm", "ofs"}, {"calcium", "vitamin_d"}
     facts += [
-        known("endocrine_active", bool(active & {"ai", "serm", "ofs"}), src),
-        known("bisphosphonate_ordered", "bisphosphonate" in ordered, src),
-        known("denosumab_ordered", "denosumab" in ordered, src),
+        known("endocrine_active", bool(active & endocrine), src(endocrine, is_active)),
+        known("bisphosphonate_ordered", "bisphosphonate" in ordered, src({"bisphosphonate"}, is_ordered)),
+        known("denosumab_ordered", "denosumab" in ordered, src({"denosumab"}, is_ordered)),
         known("za_ordered", za_ordered, tuple(u.resource for u in za)),
-        known("bma_active", bool(active & {"bisphosphonate", "denosumab"}), src),
-        known("bma_ordered", bool(ordered & {"bisphosphonate", "denosumab"}), src),
-        known("radium_ordered", "radium223" in ordered, src),
+        known("bma_active", bool(active & bma), src(bma, is_active)),
+        known("bma_ordered", bool(ordered & bma), src(bma, is_ordered)),
+        known("radium_ordered", "radium223" in ordered, src({"radium223"}, is_ordered)),
         known("radium_given_before", bool(radium_given), tuple(u.resource for u in radium_given)),
-        known("calcium_and_vitamin_d", {"calcium", "vitamin_d"} <= active, src),
+        known("calcium_and_vitamin_d", supplements <= active, src(supplements, is_active)),
     ]
     return facts
 

@@ -11,7 +11,7 @@ from service.domain.facts import Fact, FactStatus, InputIssue
 from service.fhir.labs import cockcroft_gault, creatinine_si, lab_facts, lab_readings
 from service.fhir.medications import MedicationUse
 from service.fhir.readings import ObsIndex, Reading
-from service.fhir.treatment import ZOLEDRONIC_ACID, za_renal_facts
+from service.fhir.treatment import ZOLEDRONIC_ACID, medication_facts, za_renal_facts
 
 START = date(2026, 1, 10)
 
@@ -199,3 +199,26 @@ def test_earlier_si_rise_then_back_within_ten_percent() -> None:
     rise = (88, "umol/L", "2026-05-25"), (132, "umol/L", "2026-09-01")  # + 44: withhold
     assert _withheld(*rise, (96, "umol/L", "2026-11-20")) is False  # ≤ 1.10 × 88 = 96.8: resume
     assert _withheld(*rise, (97, "umol/L", "2026-11-20")) is True
+
+
+def _use(
+    ref: str, cls: str, status: str = "active", draft: bool = False, ingredient: str | None = None
+) -> MedicationUse:
+    return MedicationUse(ref, frozenset({cls}), ingredient, "request", status, START, None, draft)
+
+
+def test_drug_class_facts_cite_only_records_of_their_class() -> None:
+    calcium, vit_d = _use("MedicationRequest/ca", "calcium"), _use("MedicationRequest/d", "vitamin_d")
+    za = _use("MedicationRequest/za", "bisphosphonate", ingredient=ZOLEDRONIC_ACID)
+    old = _use("MedicationRequest/pam", "bisphosphonate", status="stopped")
+    dmab = _use("MedicationRequest/dmab", "denosumab", status="draft", draft=True)
+    letrozole = _use("MedicationRequest/let", "ai", status="stopped")
+    facts = {f.name: f for f in medication_facts([calcium, vit_d, old, za, dmab, letrozole], date(2026, 4, 1))}
+    assert facts["bisphosphonate_ordered"].sources == ("MedicationRequest/za",)  # the one that is ordered
+    assert facts["denosumab_ordered"].sources == ("MedicationRequest/dmab",)
+    assert facts["bma_ordered"].sources == ("MedicationRequest/za", "MedicationRequest/dmab")
+    assert facts["bma_active"].sources == ("MedicationRequest/za",)
+    assert facts["calcium_and_vitamin_d"].sources == ("MedicationRequest/ca", "MedicationRequest/d")
+    assert (facts["ai_active"].value, facts["ai_active"].sources) == (False, ("MedicationRequest/let",))
+    assert (facts["adt_active"].value, facts["adt_active"].sources) == (False, ())
+    assert facts["radium_ordered"].sources == ()
