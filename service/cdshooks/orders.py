@@ -105,7 +105,7 @@ def concerned(card: Mapping[str, Any], orders: Sequence[DraftOrder]) -> list[Dra
         return [o for o in orders if o.ingredient == ZOLEDRONIC_ACID]
     if why["rule"] in RULE_DRUGS:
         return [o for o in orders if o.classes & RULE_DRUGS[why["rule"]]]
-    # Medication facts cite every medication record, so an unclassified order (an antibiotic) would match.
+    # Medication facts cite the records of their drug class; `o.classes` keeps an unclassified order out regardless.
     return [o for o in orders if o.reference in why.get("evidence", ()) and o.classes]
 
 

@@ -16,7 +16,7 @@ from service.fhir.conditions import (
     dx_date,
     read_conditions,
 )
-from service.fhir.labs import lab_facts, lab_readings
+from service.fhir.labs import creatinine_si, lab_facts, lab_readings
 from service.fhir.medications import (
     SYSTEMIC_CLASSES,
     MedicationUse,
@@ -120,7 +120,7 @@ def _treatment_facts(
         ),
     )
     _put_all(pf, treatment.medication_facts(uses, pf.as_of))
-    _put_all(pf, treatment.za_renal_facts(uses, readings["scr_current_mg_dl"], pf.as_of))
+    _put_all(pf, treatment.za_renal_facts(uses, readings["scr_current_mg_dl"], pf.as_of, creatinine_si(obs)))
     pf.put(treatment.calcium_low(obs, pf))
     pf.put(treatment.dental_fact(pf, pf.as_of, options.dental_exam_months))
     _put_all(pf, treatment.genomic_facts(obs))

@@ -7,10 +7,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 
 from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
 from service.fhir.readings import Invalid, ObsIndex, Reading, latest, read_all
-from service.fhir.util import LOINC, Resource
+from service.fhir.util import LOINC, Resource, rid
 
 # unit → factor to the target unit (UCUM code or the printed unit)
 CREATININE_MG_DL = {"mg/dL": 1.0, "umol/L": 1 / 88.42, "µmol/L": 1 / 88.42, "mmol/L": 1000 / 88.42}
@@ -18,9 +19,10 @@ CALCIUM_MG_DL = {"mg/dL": 1.0, "mmol/L": 4.008}
 ALBUMIN_G_DL = {"g/dL": 1.0, "g/L": 0.1}
 HB_G_DL = {"g/dL": 1.0, "g/L": 0.1, "mmol/L": 1.611}
 COUNT_10_9_L = {"10*9/L": 1.0, "10^9/L": 1.0, "x10E9/L": 1.0, "10*3/uL": 1.0, "K/uL": 1.0, "/uL": 0.001, "/mm3": 0.001}
-ML_MIN = {"mL/min": 1.0, "ml/min": 1.0}
+ML_MIN = {"mL/min": 1.0, "ml/min": 1.0, "mL/s": 60.0, "ml/s": 60.0}  # UCUM: 1 mL/s = 60 mL/min
 NG_DL = {"ng/dL": 1.0, "nmol/L": 28.84, "ng/mL": 100.0}
 KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
+CRCL_PRECISION = Decimal("0.000001")  # mL/min: Cockcroft–Gault is rounded to this, far below clinical meaning
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,8 +32,11 @@ class Lab:
     units: dict[str, float]
 
 
+CREATININE = Lab("scr_current_mg_dl", ("2160-0", "38483-4", "14682-9"), CREATININE_MG_DL)
+CREATININE_SI_UMOL_L = {"umol/L": 1.0, "µmol/L": 1.0, "mmol/L": 1000.0}  # the SI units among CREATININE_MG_DL
+
 LABS = (
-    Lab("scr_current_mg_dl", ("2160-0", "38483-4", "14682-9"), CREATININE_MG_DL),
+    CREATININE,
     Lab("crcl_observed", ("35591-7",), ML_MIN),
     Lab("calcium_mg_dl", ("17861-6", "49765-1"), CALCIUM_MG_DL),
     Lab("albumin_g_dl", ("1751-7", "61151-7"), ALBUMIN_G_DL),
@@ -43,12 +48,16 @@ LABS = (
 )
 
 
+def _unit(q: dict[str, object]) -> str:
+    return str(q.get("code") or q.get("unit") or "")
+
+
 def _quantity(units: dict[str, float]) -> Callable[[Resource], float]:
     def extract(obs: Resource) -> float:
         q = obs.get("valueQuantity")
         if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
             raise Invalid("valueQuantity expected")
-        unit = str(q.get("code") or q.get("unit") or "")
+        unit = _unit(q)
         if unit not in units:
             raise Invalid(f"unit {unit!r} not recognised")
         if q["value"] < 0:
@@ -60,6 +69,23 @@ def _quantity(units: dict[str, float]) -> Callable[[Resource], float]:
 
 def lab_readings(obs: ObsIndex, issues: list[InputIssue]) -> dict[str, list[Reading]]:
     return {lab.fact: read_all(obs.coded(LOINC, lab.loinc), _quantity(lab.units), lab.fact, issues) for lab in LABS}
+
+
+def creatinine_si(obs: ObsIndex) -> dict[tuple[str, float], float]:
+    """Creatinine results reported in an SI unit, in µmol/L, keyed by (source, value in mg/dL as read): BMA-03
+    compares two such results with the label's own µmol/L figures (clinical-rules.md §6.3)."""
+    read = _quantity(CREATININE.units)
+    out: dict[tuple[str, float], float] = {}
+    for o in obs.coded(LOINC, CREATININE.loinc):
+        q = o.get("valueQuantity")
+        if not isinstance(q, dict) or _unit(q) not in CREATININE_SI_UMOL_L:
+            continue
+        try:
+            mg_dl = read(o)
+        except Invalid:  # reported by lab_readings
+            continue
+        out[(rid(o), mg_dl)] = round(float(q["value"]) * CREATININE_SI_UMOL_L[_unit(q)], 3)
+    return out
 
 
 def _stale(fact: Fact, as_of: date, days: int) -> Fact:
@@ -77,9 +103,9 @@ def lab_facts(
     issues: list[InputIssue],
 ) -> list[Fact]:
     facts = {name: _to_fact(name, latest(rs)) for name, rs in readings.items()}
+    crcl = _crcl(facts, age, sex, as_of, renal_days, issues)
     facts["scr_current_mg_dl"] = _stale(facts["scr_current_mg_dl"], as_of, renal_days)
-    crcl = _crcl(facts, age, sex, issues)
-    out = [*facts.values(), _stale(crcl, as_of, renal_days), _corrected_calcium(facts, issues)]
+    out = [*facts.values(), crcl, _corrected_calcium(facts, issues)]
     return out
 
 
@@ -91,40 +117,75 @@ def _to_fact(name: str, selected: object) -> Fact:
 
 def cockcroft_gault(age: int, weight_kg: float, scr_mg_dl: float, female: bool) -> float:
     """CrCl (mL/min) = (140 − age) × weight / (72 × SCr) [× 0.85 for women] (the zoledronic acid label's formula).
-    Not rounded: the label's bands (< 30, 30–39, …, > 60) are compared with the computed value (29.96 is < 30);
-    texts show it with a few significant digits."""
-    value = (140 - age) * weight_kg / (72 * scr_mg_dl)
-    return value * (0.85 if female else 1.0)
+
+    Computed in decimal from the values as read (in binary floating point 72 × 72 / (72 × 1.2) is
+    60.00000000000001 and 63 × 72 / (72 × 2.1) is 29.999999999999996), then rounded to 1e-6 mL/min, far below
+    clinical meaning: a value exactly on a band edge stays on it, while the label's bands (< 30, 30–39, …, > 60)
+    still see a true 29.96 as < 30 and 60.04 as > 60. Texts show it with a few significant digits."""
+    value = Decimal(140 - age) * _decimal(weight_kg) / (72 * _decimal(scr_mg_dl))
+    if female:
+        value *= Decimal("0.85")
+    return float(value.quantize(CRCL_PRECISION))
 
 
-def _crcl(facts: dict[str, Fact], age: int | None, sex: str | None, issues: list[InputIssue]) -> Fact:
+def _decimal(value: float) -> Decimal:
+    """The decimal a reading was written as (1.2, not 1.1999999999999999555910790149937)."""
+    return Decimal(repr(value))
+
+
+def _crcl(
+    facts: dict[str, Fact], age: int | None, sex: str | None, as_of: date, days: int, issues: list[InputIssue]
+) -> Fact:
+    """The CrCl BMA-02 uses (fhir-mapping.md §4.7): the measured Cockcroft–Gault CrCl (35591-7) while it is within
+    the renal window; else one computed from the current creatinine, weight, age and sex (`derived-input`) while
+    that creatinine is within the window. With neither fresh, the newer of the two, stale (a tie goes to the
+    measured one)."""
     observed = facts["crcl_observed"]
-    if observed.usable:
-        assert observed.value is not None  # usable
-        return known("crcl", observed.value, observed.sources, observed.effective)
+    measured = (
+        known("crcl", observed.value, observed.sources, observed.effective)
+        if observed.usable and observed.value is not None
+        else None
+    )
+    if measured and _stale(measured, as_of, days).usable:
+        return measured
+    derived = _derived_crcl(facts, age, sex, as_of, days)
+    if derived.usable and _stale(derived, as_of, days).usable:
+        scr, weight = facts["scr_current_mg_dl"], facts["weight_kg"]
+        superseded = f"; the measured CrCl of {measured.effective} is older than {days} days" if measured else ""
+        issues.append(
+            InputIssue(
+                "derived-input",
+                "crcl",
+                f"CrCl {derived.value:g} mL/min by Cockcroft–Gault from creatinine "
+                f"{scr.value} mg/dL, weight {weight.value} kg, age {age}, sex {sex}{superseded}",
+            )
+        )
+        return derived
+    dated = [f for f in (measured, derived) if f is not None and f.usable]
+    if dated:
+        return _stale(max(dated, key=lambda f: f.effective or date.min), as_of, days)
+    return derived
+
+
+def _derived_crcl(facts: dict[str, Fact], age: int | None, sex: str | None, as_of: date, days: int) -> Fact:
+    """Cockcroft–Gault from the latest creatinine (fresh or not: the caller judges the date) and weight. When it
+    cannot be computed, the inputs that are missing, and the creatinine too when it is stale."""
     scr, weight = facts["scr_current_mg_dl"], facts["weight_kg"]
     missing = [
         n
         for n, ok in (
-            ("scr_current_mg_dl", scr.usable),
+            ("scr_current_mg_dl", _stale(scr, as_of, days).usable),
             ("weight_kg", weight.usable),
             ("age", age is not None),
             ("sex", sex in ("male", "female")),
         )
         if not ok
     ]
-    if missing or not isinstance(scr.value, float) or scr.value <= 0:
+    computable = scr.usable and not [n for n in missing if n != "scr_current_mg_dl"]
+    if not computable or not isinstance(scr.value, float) or scr.value <= 0:
         return unknown("crcl", missing or ["scr_current_mg_dl"])
     assert isinstance(weight.value, float) and age is not None
     value = cockcroft_gault(age, weight.value, scr.value, sex == "female")
-    issues.append(
-        InputIssue(
-            "derived-input",
-            "crcl",
-            f"CrCl {value:.1f} mL/min by Cockcroft–Gault from creatinine "
-            f"{scr.value} mg/dL, weight {weight.value} kg, age {age}, sex {sex}",
-        )
-    )
     return known("crcl", value, (*scr.sources, *weight.sources), scr.effective, derived=True)
 
 

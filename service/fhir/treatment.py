@@ -5,6 +5,7 @@ statuses (menopausal, castration). Thresholds stay in the rule files; only [LABE
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date
 
 from service.domain.facts import Fact, InputIssue, PatientFacts, known, unknown
@@ -29,9 +30,16 @@ def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
     za = [u for u in uses if u.ingredient == ZOLEDRONIC_ACID]
     za_ordered = bool(ordered_classes(za, as_of))
     radium_given = [u for u in uses if "radium223" in u.classes and u.kind in ("administration", "statement")]
-    src = tuple(u.resource for u in uses)
+    is_active = [u for u in uses if active_classes([u], as_of)]
+    is_ordered = [u for u in uses if ordered_classes([u], as_of)]
+
+    def src(classes: set[str], hits: list[MedicationUse]) -> tuple[str, ...]:
+        """The records of the drug class(es): those active/ordered when there are any, else all of them."""
+        of_class = [u for u in uses if u.classes & classes]
+        return tuple(u.resource for u in ([u for u in of_class if u in hits] or of_class))
+
     facts = [
-        known(f"{cls}_active", cls in active, src)
+        known(f"{cls}_active", cls in active, src({cls}, is_active))
         for cls in (
             "adt",
             "ai",
@@ -46,23 +54,31 @@ def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
             "denosumab",
         )
     ]
+    bma, endocrine, supplements = {"bisphosphonate", "denosumab"}, {"ai", "serm", "ofs"}, {"calcium", "vitamin_d"}
     facts += [
-        known("endocrine_active", bool(active & {"ai", "serm", "ofs"}), src),
-        known("bisphosphonate_ordered", "bisphosphonate" in ordered, src),
-        known("denosumab_ordered", "denosumab" in ordered, src),
+        known("endocrine_active", bool(active & endocrine), src(endocrine, is_active)),
+        known("bisphosphonate_ordered", "bisphosphonate" in ordered, src({"bisphosphonate"}, is_ordered)),
+        known("denosumab_ordered", "denosumab" in ordered, src({"denosumab"}, is_ordered)),
         known("za_ordered", za_ordered, tuple(u.resource for u in za)),
-        known("bma_active", bool(active & {"bisphosphonate", "denosumab"}), src),
-        known("bma_ordered", bool(ordered & {"bisphosphonate", "denosumab"}), src),
-        known("radium_ordered", "radium223" in ordered, src),
+        known("bma_active", bool(active & bma), src(bma, is_active)),
+        known("bma_ordered", bool(ordered & bma), src(bma, is_ordered)),
+        known("radium_ordered", "radium223" in ordered, src({"radium223"}, is_ordered)),
         known("radium_given_before", bool(radium_given), tuple(u.resource for u in radium_given)),
-        known("calcium_and_vitamin_d", {"calcium", "vitamin_d"} <= active, src),
+        known("calcium_and_vitamin_d", supplements <= active, src(supplements, is_active)),
     ]
     return facts
 
 
-def za_renal_facts(uses: list[MedicationUse], creatinine: list[Reading], as_of: date) -> list[Fact]:
+def za_renal_facts(
+    uses: list[MedicationUse],
+    creatinine: list[Reading],
+    as_of: date,
+    si: Mapping[tuple[str, float], float] | None = None,
+) -> list[Fact]:
     """BMA-03 [LABEL]: baseline = latest SCr before the first zoledronic acid dose; withhold when SCr rose by
-    ≥ 0.5 mg/dL (baseline < 1.4) or ≥ 1.0 mg/dL (baseline ≥ 1.4); resume within 10 % of baseline."""
+    ≥ 0.5 mg/dL (baseline < 1.4) or ≥ 1.0 mg/dL (baseline ≥ 1.4); resume within 10 % of baseline. Two results both
+    reported in µmol/L (`si`, from `labs.creatinine_si`) are compared in µmol/L with the label's figures: ≥ 44
+    (baseline < 124) or ≥ 88 (baseline ≥ 124); any other pair in mg/dL."""
     starts = [u.start for u in uses if u.ingredient == ZOLEDRONIC_ACID and u.start and not u.draft]
     dated = sorted((r for r in creatinine if r.effective), key=lambda r: r.effective or date.min)
     if not starts or not dated:
@@ -72,16 +88,35 @@ def za_renal_facts(uses: list[MedicationUse], creatinine: list[Reading], as_of: 
     after = [r for r in dated if r.effective and r.effective > first]
     if not before or not after:
         return [unknown("za_renal_deterioration", ("scr_baseline_mg_dl" if not before else "scr_current_mg_dl",))]
-    base = float(before[-1].value)
-    rise = 0.5 if base < 1.4 else 1.0
-    current = float(after[-1].value)
-    met_before = any(_at_least(float(r.value) - base, rise) for r in after)
-    deteriorated = _at_least(current - base, rise) or (met_before and not _at_least(1.10 * base, current))
-    sources = (before[-1].source, after[-1].source)
+    baseline, latest = before[-1], after[-1]
+    met_before = any(_withhold(*_pair(baseline, r, si or {})) for r in after)
+    base, current, unit = _pair(baseline, latest, si or {})
+    deteriorated = _withhold(base, current, unit) or (met_before and not _at_least(1.10 * base, current))
+    sources = (baseline.source, latest.source)
+    course = f"{base:g} → {current:g} {unit}" + (", compared with the label's µmol/L figures" if unit != MG_DL else "")
     return [
-        known("scr_baseline_mg_dl", base, (before[-1].source,), before[-1].effective),
-        known("za_renal_deterioration", deteriorated, sources, after[-1].effective),
+        known("scr_baseline_mg_dl", float(baseline.value), (baseline.source,), baseline.effective),
+        known("za_renal_deterioration", deteriorated, sources, latest.effective),
+        known("za_scr_course", course, sources, latest.effective),
     ]
+
+
+MG_DL, UMOL_L = "mg/dL", "µmol/L"
+# BMA-03 [LABEL] (clinical-rules.md §6.3): baseline limit, rise needed below it, rise needed at or above it
+WITHHOLD = {MG_DL: (1.4, 0.5, 1.0), UMOL_L: (124.0, 44.0, 88.0)}
+
+
+def _pair(baseline: Reading, reading: Reading, si: Mapping[tuple[str, float], float]) -> tuple[float, float, str]:
+    """Baseline and a later creatinine in one unit: µmol/L as reported when both were, else mg/dL."""
+    b, r = si.get((baseline.source, float(baseline.value))), si.get((reading.source, float(reading.value)))
+    if b is not None and r is not None:
+        return b, r, UMOL_L
+    return float(baseline.value), float(reading.value), MG_DL
+
+
+def _withhold(base: float, current: float, unit: str) -> bool:
+    limit, low, high = WITHHOLD[unit]
+    return _at_least(current - base, low if base < limit else high)
 
 
 def _at_least(value: float, limit: float) -> bool:

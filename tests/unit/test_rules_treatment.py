@@ -96,6 +96,37 @@ def test_zoledronic_acid_not_recommended_is_critical_when_ordered(container: Con
     assert got["zoledronic-acid-not-recommended"].indicator == "critical"
 
 
+@pytest.mark.parametrize(
+    ("crcl", "scr", "code", "says"),
+    [
+        (40.0, 3.1, "zoledronic-acid-not-recommended", "at serum creatinine > 3.0 mg/dL"),
+        (60.0, 3.5, "zoledronic-acid-not-recommended", "at serum creatinine > 3.0 mg/dL"),
+        (None, 3.5, "zoledronic-acid-not-recommended", "at serum creatinine > 3.0 mg/dL"),
+        (25.0, 3.5, "zoledronic-acid-not-recommended", "at CrCl < 30 mL/min"),
+        (40.0, 3.0, "zoledronic-acid-dose-reduction", "to 3.3 mg"),
+        (40.0, None, "zoledronic-acid-dose-reduction", "to 3.3 mg"),
+    ],
+)
+def test_not_recommended_and_dose_reduction_exclude_each_other(
+    container: Container, crcl: float | None, scr: float | None, code: str, says: str
+) -> None:
+    """§6.2: CrCl < 30 (or SCr > 3.0 mg/dL) → not recommended; 30 ≤ CrCl ≤ 60 → dose reduction; never both, and
+    the wording names the reason that holds."""
+    got = recs(run(container, crcl=crcl, scr_current_mg_dl=scr), "BMA-02")
+    assert set(got) == {code}
+    assert says in got[code].summary and len(got[code].summary) < 140
+    if code == "zoledronic-acid-not-recommended" and scr is not None and scr > 3.0 and (crcl is None or crcl >= 30):
+        assert "CrCl < 30" not in got[code].summary
+        assert f"Serum creatinine {scr:g} mg/dL > 3.0 mg/dL" in got[code].detail
+
+
+def test_not_recommended_for_creatinine_is_critical_when_ordered(container: Container) -> None:
+    ordered = {"za_ordered": True, "bisphosphonate_ordered": True, "bma_ordered": True}
+    got = recs(run(container, crcl=45.0, scr_current_mg_dl=3.2, **ordered), "BMA-02")
+    assert set(got) == {"zoledronic-acid-not-recommended"}
+    assert got["zoledronic-acid-not-recommended"].indicator == "critical"
+
+
 def test_missing_crcl_is_reported_for_bma_02(container: Container) -> None:
     out = run(container, crcl=None)
     assert any(i.code == "missing-input" and i.input == "crcl" and "BMA-02" in i.rules for i in out.issues)
@@ -111,6 +142,27 @@ def test_start_bma_says_denosumab_preferred_when_crcl_below_30(container: Contai
 def test_hypercalcaemia_threshold(container: Container) -> None:
     assert "hypercalcaemia-of-malignancy" in recs(run(container, ca_corrected_mg_dl=12.0), "BMA-02")
     assert "hypercalcaemia-of-malignancy" not in recs(run(container, ca_corrected_mg_dl=11.9), "BMA-02")
+
+
+# BMA-04 (§6.4): correct-hypocalcaemia is critical "when denosumab is ordered or about to start", warning otherwise.
+# About to start = a BMA planned (BMA-01) while BMA-02 leaves denosumab as the choice or cannot tell yet.
+@pytest.mark.parametrize(
+    ("changes", "indicator"),
+    [
+        ({"crcl": 75.0}, "warning"),  # planned, zoledronic acid or denosumab: no preference
+        ({"crcl": 45.0, "scr_current_mg_dl": 2.0}, "warning"),
+        ({"crcl": 25.0}, "critical"),  # planned, denosumab preferred (CrCl < 30)
+        ({"crcl": 45.0, "scr_current_mg_dl": 3.2}, "critical"),  # planned, denosumab preferred (SCr > 3.0)
+        ({"crcl": None}, "critical"),  # planned, choice still open: not read as "not denosumab"
+        ({"crcl": 75.0, "denosumab_ordered": True, "bma_ordered": True}, "critical"),
+        ({"crcl": 25.0, "za_ordered": True, "bisphosphonate_ordered": True, "bma_ordered": True}, "warning"),
+    ],
+)
+def test_correct_hypocalcaemia_is_critical_before_denosumab(
+    container: Container, changes: dict[str, Any], indicator: str
+) -> None:
+    got = recs(run(container, calcium_low=True, **changes), "BMA-04")
+    assert got["correct-hypocalcaemia"].indicator == indicator
 
 
 def test_double_antiresorptive_and_withhold(container: Container) -> None:

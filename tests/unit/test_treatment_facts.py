@@ -7,10 +7,11 @@ from datetime import date
 import pytest
 
 from service.domain.dosing import zoledronic_acid_dose_mg
-from service.fhir.labs import cockcroft_gault
+from service.domain.facts import Fact, FactStatus, InputIssue
+from service.fhir.labs import cockcroft_gault, creatinine_si, lab_facts, lab_readings
 from service.fhir.medications import MedicationUse
 from service.fhir.readings import ObsIndex, Reading
-from service.fhir.treatment import ZOLEDRONIC_ACID, genomic_facts, za_renal_facts
+from service.fhir.treatment import ZOLEDRONIC_ACID, genomic_facts, medication_facts, za_renal_facts
 
 START = date(2026, 1, 10)
 
@@ -138,3 +139,167 @@ def test_egfr_exon19_deletions_in_protein_hgvs(change: str, sensitizing: bool | 
     coding = {"coding": [{"system": "http://varnomen.hgvs.org", "code": change}]}
     egfr = {f.name: f for f in genomic_facts(_egfr_variant(coding))}["egfr_sensitizing_mutation"]
     assert egfr.value is sensitizing
+
+
+@pytest.mark.parametrize(
+    ("age", "weight", "scr", "female", "crcl"),
+    [
+        (68, 72.0, 1.2, False, 60.0),  # 60.00000000000001 in binary floating point
+        (68, 63.0, 2.1, False, 30.0),  # 29.999999999999996
+        (44, 54.0, 2.4, False, 30.0),  # 30.000000000000004
+        (68, 72.0, 1.02, True, 60.0),
+    ],
+)
+def test_cockcroft_gault_lands_exactly_on_a_band_edge(
+    age: int, weight: float, scr: float, female: bool, crcl: float
+) -> None:
+    assert repr(cockcroft_gault(age, weight, scr, female)) == repr(crcl)
+
+
+def test_cockcroft_gault_from_converted_units_is_exact_at_60() -> None:
+    """Creatinine in µmol/L (14682-9) and weight in pounds are converted before the formula (fhir-mapping §4.7)."""
+    obs = ObsIndex(
+        [
+            _obs("scr", "14682-9", 106.104, "umol/L"),
+            _obs("wt", "29463-7", 158.733, "[lb_av]"),
+        ]
+    )
+    issues: list[InputIssue] = []
+    facts = {f.name: f for f in lab_facts(lab_readings(obs, issues), 68, "male", date(2026, 11, 27), 30, issues)}
+    assert facts["crcl"].value == 60.0 and repr(facts["crcl"].value) == "60.0"
+    assert zoledronic_acid_dose_mg(float(facts["crcl"].value)) == 3.5
+    assert any(i.code == "derived-input" and "CrCl 60 mL/min" in i.detail for i in issues)
+
+
+def _obs(oid: str, loinc: str, value: float, unit: str, day: str = "2026-11-20") -> dict[str, object]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+        "effectiveDateTime": day,
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+    }
+
+
+def _crcl_of(*observations: dict[str, object]) -> tuple[Fact, list[InputIssue]]:
+    issues: list[InputIssue] = []
+    readings = lab_readings(ObsIndex(observations), issues)
+    facts = {f.name: f for f in lab_facts(readings, 68, "male", date(2026, 11, 26), 30, issues)}
+    return facts["crcl"], issues
+
+
+@pytest.mark.parametrize(
+    ("measured_day", "scr_day", "value", "status", "derived"),
+    [
+        ("2026-09-01", "2026-11-20", 36.0, FactStatus.KNOWN, True),  # stale measured, fresh creatinine
+        ("2026-11-10", "2026-11-20", 45.0, FactStatus.KNOWN, False),  # both fresh: the measured one (§4.7)
+        ("2026-11-20", "2026-11-20", 45.0, FactStatus.KNOWN, False),
+        ("2026-11-20", "2026-09-01", 45.0, FactStatus.KNOWN, False),
+        ("2026-09-01", "2026-10-01", 36.0, FactStatus.STALE, True),  # both stale: the newer, stale
+        ("2026-10-01", "2026-09-01", 45.0, FactStatus.STALE, False),
+        ("2026-10-01", "2026-10-01", 45.0, FactStatus.STALE, False),
+    ],
+)
+def test_crcl_is_the_freshest_one_measured_first(
+    measured_day: str, scr_day: str, value: float, status: FactStatus, derived: bool
+) -> None:
+    crcl, issues = _crcl_of(
+        _obs("crcl", "35591-7", 45, "mL/min", measured_day),
+        _obs("scr", "2160-0", 2.0, "mg/dL", scr_day),
+        _obs("wt", "29463-7", 72, "kg", scr_day),
+    )
+    assert (crcl.value, crcl.status, crcl.derived) == (value, status, derived)
+    used_derived = any(i.code == "derived-input" and i.input == "crcl" for i in issues)
+    assert used_derived is (derived and status is FactStatus.KNOWN)
+
+
+def test_crcl_from_a_stale_creatinine_is_stale_not_missing() -> None:
+    crcl, _ = _crcl_of(_obs("scr", "2160-0", 1.2, "mg/dL", "2026-10-20"), _obs("wt", "29463-7", 72, "kg", "2026-10-20"))
+    assert crcl.status is FactStatus.STALE and crcl.value == 60.0
+
+
+def test_crcl_without_weight_is_missing_and_names_a_stale_creatinine() -> None:
+    crcl, _ = _crcl_of(_obs("scr", "2160-0", 1.2, "mg/dL", "2026-10-20"))
+    assert crcl.status is FactStatus.UNKNOWN
+    assert set(crcl.missing) == {"scr_current_mg_dl", "weight_kg"}
+
+
+def _withheld(*results: tuple[float, str, str]) -> bool:
+    """Zoledronic acid from 2026-06-01; creatinine results (value, UCUM unit, date) read as the service does."""
+    obs = ObsIndex(
+        [
+            _obs(f"scr{i}", "14682-9" if "mol" in unit else "2160-0", v, unit, day)
+            for i, (v, unit, day) in enumerate(results)
+        ]
+    )
+    issues: list[InputIssue] = []
+    readings = lab_readings(obs, issues)
+    za = MedicationUse(
+        "MedicationRequest/za",
+        frozenset({"bisphosphonate"}),
+        ZOLEDRONIC_ACID,
+        "request",
+        "active",
+        date(2026, 6, 1),
+        None,
+        False,
+    )
+    facts = {
+        f.name: f for f in za_renal_facts([za], readings["scr_current_mg_dl"], date(2026, 11, 26), creatinine_si(obs))
+    }
+    return bool(facts["za_renal_deterioration"].value)
+
+
+# BMA-03 in µmol/L [LABEL, clinical-rules.md §6.3]: baseline < 124 → +44; ≥ 124 → +88 (44/88.42 is 0.498 mg/dL).
+@pytest.mark.parametrize(
+    ("baseline", "current", "unit", "withhold"),
+    [
+        (88, 132, "umol/L", True),
+        (88, 131, "umol/L", False),
+        (123, 167, "umol/L", True),
+        (124, 212, "umol/L", True),
+        (124, 211, "umol/L", False),
+        (88, 132, "µmol/L", True),
+        (0.088, 0.132, "mmol/L", True),
+    ],
+)
+def test_creatinine_rise_in_si_units_uses_the_labels_si_figures(
+    baseline: float, current: float, unit: str, withhold: bool
+) -> None:
+    assert _withheld((baseline, unit, "2026-05-25"), (current, unit, "2026-11-20")) is withhold
+
+
+def test_creatinine_rise_in_mixed_units_is_compared_in_mg_dl() -> None:
+    # 88 µmol/L = 0.995 mg/dL; + 0.498 mg/dL < 0.5 (in µmol/L alone it would be + 44)
+    assert _withheld((88, "umol/L", "2026-05-25"), (1.493, "mg/dL", "2026-11-20")) is False
+    assert _withheld((88, "umol/L", "2026-05-25"), (1.495, "mg/dL", "2026-11-20")) is True
+
+
+def test_earlier_si_rise_then_back_within_ten_percent() -> None:
+    rise = (88, "umol/L", "2026-05-25"), (132, "umol/L", "2026-09-01")  # + 44: withhold
+    assert _withheld(*rise, (96, "umol/L", "2026-11-20")) is False  # ≤ 1.10 × 88 = 96.8: resume
+    assert _withheld(*rise, (97, "umol/L", "2026-11-20")) is True
+
+
+def _use(
+    ref: str, cls: str, status: str = "active", draft: bool = False, ingredient: str | None = None
+) -> MedicationUse:
+    return MedicationUse(ref, frozenset({cls}), ingredient, "request", status, START, None, draft)
+
+
+def test_drug_class_facts_cite_only_records_of_their_class() -> None:
+    calcium, vit_d = _use("MedicationRequest/ca", "calcium"), _use("MedicationRequest/d", "vitamin_d")
+    za = _use("MedicationRequest/za", "bisphosphonate", ingredient=ZOLEDRONIC_ACID)
+    old = _use("MedicationRequest/pam", "bisphosphonate", status="stopped")
+    dmab = _use("MedicationRequest/dmab", "denosumab", status="draft", draft=True)
+    letrozole = _use("MedicationRequest/let", "ai", status="stopped")
+    facts = {f.name: f for f in medication_facts([calcium, vit_d, old, za, dmab, letrozole], date(2026, 4, 1))}
+    assert facts["bisphosphonate_ordered"].sources == ("MedicationRequest/za",)  # the one that is ordered
+    assert facts["denosumab_ordered"].sources == ("MedicationRequest/dmab",)
+    assert facts["bma_ordered"].sources == ("MedicationRequest/za", "MedicationRequest/dmab")
+    assert facts["bma_active"].sources == ("MedicationRequest/za",)
+    assert facts["calcium_and_vitamin_d"].sources == ("MedicationRequest/ca", "MedicationRequest/d")
+    assert (facts["ai_active"].value, facts["ai_active"].sources) == (False, ("MedicationRequest/let",))
+    assert (facts["adt_active"].value, facts["adt_active"].sources) == (False, ())
+    assert facts["radium_ordered"].sources == ()
