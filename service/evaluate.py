@@ -43,7 +43,7 @@ class Evaluator:
             results.append(self.evaluate_patient(group, day, parsed.duplicate_conflicts.get(group.patient, ())))
         if issues:
             for result in results:
-                result["issues"].extend(issue_json(i) for i in issues)
+                result["issues"] = merged_issues([*result["issues"], *(issue_json(i) for i in issues)])
         return results
 
     def evaluate_patient(
@@ -90,6 +90,22 @@ def _rec_json(rec: Recommendation) -> dict[str, Any]:
 def issue_json(issue: InputIssue) -> dict[str, Any]:
     """A finding about the input, as an `issues` entry of the result."""
     return _issue_json(Issue(issue.code, issue.input, issue.rules, issue.detail))
+
+
+def merged_issues(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per (code, input) (clinical-rules §1.1), also across the Bundle-level findings: rules united,
+    the details of different findings joined with "; "."""
+    merged: dict[tuple[str, str], dict[str, Any]] = {}
+    for entry in entries:
+        key = (entry["code"], entry["input"])
+        old = merged.get(key)
+        if old is None:
+            merged[key] = {**entry, "rules": list(entry["rules"])}
+            continue
+        old["rules"] += [r for r in entry["rules"] if r not in old["rules"]]
+        if entry["detail"] not in old["detail"].split("; "):
+            old["detail"] = f"{old['detail']}; {entry['detail']}"
+    return sorted(merged.values(), key=lambda e: (e["code"], e["input"]))
 
 
 def _issue_json(issue: Issue) -> dict[str, Any]:

@@ -195,7 +195,12 @@ def read_conditions(
                 issues.append(
                     InputIssue("unsupported-resource", "mets", f"{rid(cond)}: secondary cancer code not recognised")
                 )
-        if codes.primary_site(code) or _has_profile(cond, PRIMARY_PROFILE):
+        # by code, not only by profile (fhir-mapping §5): any ICD-10-CM C00–C96 cancer that is not a secondary
+        if (
+            codes.primary_site(code)
+            or _has_profile(cond, PRIMARY_PROFILE)
+            or (not is_secondary and codes.is_cancer_code(code))
+        ):
             primaries.append(cond)
             if not codes.primary_site(code):
                 issues.append(

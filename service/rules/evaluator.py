@@ -174,6 +174,8 @@ class _State:
                 explanation={k: v for k, v in (("inputs", inputs), ("thresholds", thresholds)) if v},
             )
         )
+        if subject.lesion is None:  # later rules' texts may name it ("fired:<code>", rules with `after`)
+            self.patient.values[f"fired:{outcome.code}"] = True
         if outcome.lists_other_recommendations:
             self.listing.add((rule.id, outcome.code))
         if rule.id not in self.fired_rules:
@@ -345,7 +347,7 @@ def _detail(text: str, inputs: dict[str, dict[str, Any]], thresholds: list[str],
 
 
 def _with_others(rec: Recommendation, recs: list[Recommendation]) -> Recommendation:
-    others = [r for r in recs if r.rule != rec.rule and r.code != "data-conflict"]
+    others = [r for r in recs if r.rule != rec.rule]  # every other recommendation, data conflicts too (§1.1)
     if not others:
         return rec
     listed = "\n".join(f"- {r.summary} ({r.rule})" for r in others)

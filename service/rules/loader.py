@@ -112,6 +112,7 @@ def _build_rule(raw: dict[str, Any], area: str, settings: Mapping[str, Scalar]) 
         outcomes=tuple(_build_outcome(o, settings, raw["level"]) for o in raw.get("outcomes", [])),
         issue_only=raw.get("issue_only"),
         thresholds=tuple(raw.get("thresholds", [])),
+        after=tuple(raw.get("after", [])),
     )
 
 
@@ -168,9 +169,11 @@ def part_conditions(part: Part) -> list[Condition]:
 
 
 def order_stages(rules: Iterable[Rule]) -> tuple[tuple[Part, ...], ...]:
-    """Group rule parts into stages: a part runs after every part that derives a fact it reads."""
+    """Group rule parts into stages: a part runs after every part that derives a fact it reads, and a rule's
+    outcomes after the outcomes of the rules it names in `after`."""
     parts = [Part(r, "derive") for r in rules if r.derive] + [Part(r, "outcomes") for r in rules if r.outcomes]
     setter = {p.rule.derive.fact: p for p in parts if p.kind == "derive" and p.rule.derive}
+    outcome_parts = {p.rule.id: p for p in parts if p.kind == "outcomes"}
     stage: dict[str, int] = {}
 
     def stage_of(part: Part, trail: tuple[str, ...]) -> int:
@@ -178,8 +181,13 @@ def order_stages(rules: Iterable[Rule]) -> tuple[tuple[Part, ...], ...]:
             return stage[part.key]
         if part.key in trail:
             raise RuleFileError(f"derived facts depend on each other in a cycle: {' → '.join(trail)}")
-        deps = {f for c in part_conditions(part) for f in facts_of(c) if f in setter}
-        level = 1 + max((stage_of(setter[f], (*trail, part.key)) for f in deps), default=-1)
+        deps = [setter[f] for f in {f for c in part_conditions(part) for f in facts_of(c) if f in setter}]
+        if part.kind == "outcomes":
+            unknown = [r for r in part.rule.after if r not in outcome_parts]
+            if unknown:
+                raise RuleFileError(f"{part.rule.id}: 'after' names rules without outcomes: {unknown}")
+            deps += [outcome_parts[r] for r in part.rule.after]
+        level = 1 + max((stage_of(dep, (*trail, part.key)) for dep in deps), default=-1)
         stage[part.key] = level
         return level
 

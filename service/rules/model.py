@@ -47,6 +47,7 @@ class Rule:
     outcomes: tuple[Outcome, ...] = ()
     issue_only: str | None = None
     thresholds: tuple[str, ...] = ()
+    after: tuple[str, ...] = ()  # rules whose outcomes this rule's outcomes read (their texts name them)
 
 
 @dataclass(frozen=True, slots=True)

@@ -83,8 +83,11 @@ def _endocrine_choice(v: Values) -> str:
 
 
 def _adt_note(v: Values) -> str:
-    if v.get("stomp_oriole_pattern") is True:
-        return "Metastasis-directed therapy may delay ADT in hormone-sensitive oligorecurrence (STOMP/ORIOLE)."
+    if v.get("fired:stomp-oriole-pattern") is True:  # HORM-PC runs after OMD-02 (`after` in the rule file)
+        return (
+            "LHRH agonists (leuprolide, goserelin); anti-androgens; abiraterone [REV §3.2]. Metastasis-directed "
+            "therapy may delay ADT in hormone-sensitive oligorecurrence (STOMP/ORIOLE matches, §3.3)."
+        )
     return "LHRH agonists (leuprolide, goserelin); anti-androgens; abiraterone [REV §3.2]."
 
 

@@ -45,3 +45,39 @@ def test_mirels_missing_input_names_each_lesion_and_its_missing_components(conta
     assert "Condition/tx-mirelspart-met-bone-2: missing mirels-size" in missing["detail"]
     humerus_part = "Condition/tx-mirelspart-met-humerus: missing mirels-pain, mirels-lesion-type, mirels-size"
     assert humerus_part in missing["detail"]
+
+
+def test_bundle_level_findings_are_one_entry_per_code_and_input(container: Container) -> None:
+    # Two Observations that are not valid FHIR (a value of the wrong type) are Bundle-level invalid-value findings
+    # about the resource type; they join as one entry, naming both, in the patient's result.
+    bundle = json.loads((FIXTURES / "dq04-invalid-ecog" / "bundle.json").read_text())
+    for n in (1, 2):
+        bundle["entry"].append(
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": f"broken-{n}",
+                    "status": "final",
+                    "code": {"text": "anything"},
+                    "subject": {"reference": "Patient/fx-dq04"},
+                    "valueInteger": "not a number",
+                }
+            }
+        )
+    [result] = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    counts = Counter((i["code"], i["input"]) for i in result["issues"])
+    assert all(n == 1 for n in counts.values()), counts
+    [invalid] = [i for i in result["issues"] if (i["code"], i["input"]) == ("invalid-value", "Observation")]
+    assert invalid["detail"].count("Bundle.entry[") == 2
+
+
+def test_mdt_review_lists_data_conflicts_with_the_other_recommendations(container: Container) -> None:
+    # clinical-rules §1.1 Order: "the mdt-review detail lists the other recommendations for discussion".
+    bundle = json.loads((FIXTURES / "dq01-cm0-with-active-metastasis" / "bundle.json").read_text())
+    [result] = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    codes = {r["code"] for r in result["recommendations"]}
+    assert {"mdt-review", "data-conflict"} <= codes
+    [mdt] = [r for r in result["recommendations"] if r["code"] == "mdt-review"]
+    [conflict] = [r for r in result["recommendations"] if r["code"] == "data-conflict"]
+    also = mdt["detail"].split("**Also for discussion**", 1)[1].split("**Inputs used**", 1)[0]
+    assert f"{conflict['summary']} (DQ-01)" in also

@@ -10,6 +10,7 @@ import pytest
 
 from service.bootstrap import Container
 from service.domain.facts import Fact, FactStatus, PatientFacts, known
+from service.domain.result import Recommendation
 from service.rules.evaluator import RuleResults
 
 BASE: dict[str, Any] = {
@@ -145,6 +146,24 @@ def test_stomp_oriole(container: Container) -> None:
     assert "OMD-02" in (issue(unknown_status, "missing-input", "castration_status") or ())
     no_adt = run(container, primary_site="prostate")[1]  # hormone-sensitive by "no ADT in 6 months"
     assert "OMD-02:stomp-oriole-pattern" in codes(no_adt)
+
+
+def test_adt_detail_adds_the_stomp_oriole_note_only_when_the_pattern_matches(container: Container) -> None:
+    # clinical-rules §6.9: "When stomp-oriole-pattern matches (§3.3), the adt detail adds 'metastasis-directed
+    # therapy may delay ADT in hormone-sensitive oligorecurrence'" — HORM-PC must run after OMD-02's outcomes.
+    def adt(out: RuleResults) -> Recommendation:
+        return next(r for r in out.recommendations if r.code == "adt")
+
+    matched = run(container, primary_site="prostate", castration_status="sensitive", adt_active=False)[1]
+    assert "OMD-02:stomp-oriole-pattern" in codes(matched)
+    assert "Metastasis-directed therapy may delay ADT in hormone-sensitive oligorecurrence" in adt(matched).detail
+    assert adt(matched).summary == (
+        "ADT is the cornerstone of metastatic prostate cancer treatment: consider an LHRH agonist ± "
+        "androgen-receptor pathway inhibitor/abiraterone."
+    )
+    brain = run(container, primary_site="prostate", castration_status="sensitive", adt_active=False, brain_mets=True)
+    assert "OMD-02:stomp-oriole-pattern" not in codes(brain[1])
+    assert "Metastasis-directed therapy" not in adt(brain[1]).detail
 
 
 # --- OMD-CLASS ------------------------------------------------------------------------------------------------
