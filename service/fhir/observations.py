@@ -3,6 +3,7 @@ disease status (fhir-mapping.md §2, §3.2–§3.5)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -95,24 +96,56 @@ def local_facts(obs: ObsIndex, issues: list[InputIssue]) -> list[Fact]:
 # --- receptors (DQ-03) -------------------------------------------------------------------------------------
 
 
-def _receptor(obs: Resource) -> str | None:
-    concept = obs.get("valueCodeableConcept")
-    pairs = set(codings(concept))
-    if pairs & codes.POSITIVE:
-        return "positive"
-    if pairs & codes.NEGATIVE:
-        return "negative"
-    if pairs & codes.EQUIVOCAL:
-        return "equivocal"
-    text = " ".join(str(c.get("display", "")) for c in (concept or {}).get("coding") or []).lower()
-    text += " " + str((concept or {}).get("text", "")).lower()
-    for word in ("negative", "positive", "equivocal"):
-        if word in text:
-            return word
-    q = obs.get("valueQuantity")
-    if isinstance(q, dict) and isinstance(q.get("value"), int | float) and q.get("unit") in ("%", None):
-        return "positive" if q["value"] >= 1 else "negative"
-    return None
+_NEGATED = re.compile(r"\b(?:not|no)\s+(?:positive|negative|detected|amplified|equivocal)\b")
+_IHC_SCORE = re.compile(r"(?<![\d.])([0-3])\s*\+")  # HER2 IHC "3+", "2+", "1+"
+_IHC_ZERO = re.compile(r"\b(?:ihc|score)\s*:?\s*0\b")
+_IHC_RESULT = {"3": "positive", "2": "equivocal", "1": "negative", "0": "negative"}
+
+
+def _receptor_reader(quantity_percent: bool, ihc_scores: bool) -> Callable[[Resource], str | None]:
+    """positive / negative / equivocal from the coded answer, else the words of the display, text or valueString
+    (a negated wording stays unread). ER/PR also read a % of stained cells (fhir-mapping §2: "or Quantity % for
+    ER/PR"; ≥ 1 % positive); HER2 reads an IHC score (clinical-rules §6.8: 3+ positive, 2+ equivocal until ISH,
+    0/1+ negative [KNOW, ASCO/CAP]) and no Quantity: a FISH ratio has no threshold in the spec."""
+
+    def read(obs: Resource) -> str | None:
+        concept = obs.get("valueCodeableConcept")
+        pairs = set(codings(concept))
+        if pairs & codes.POSITIVE:
+            return "positive"
+        if pairs & codes.NEGATIVE:
+            return "negative"
+        if pairs & codes.EQUIVOCAL:
+            return "equivocal"
+        text = " ".join(str(c.get("display", "")) for c in (concept or {}).get("coding") or []).lower()
+        text += " " + str((concept or {}).get("text", "")).lower()
+        if isinstance(obs.get("valueString"), str):
+            text += " " + str(obs["valueString"]).lower()
+        if _NEGATED.search(text):
+            return None
+        for word in ("negative", "positive", "equivocal"):
+            if word in text:
+                return word
+        if ihc_scores:
+            score = _IHC_SCORE.search(text)
+            if score:
+                return _IHC_RESULT[score.group(1)]
+            if _IHC_ZERO.search(text) or text.strip() == "0":
+                return "negative"
+        q = obs.get("valueQuantity")
+        percent = isinstance(q, dict) and (q.get("unit") in ("%", None) or q.get("code") == "%")
+        if quantity_percent and percent and isinstance(q, dict) and isinstance(q.get("value"), int | float):
+            return "positive" if q["value"] >= 1 else "negative"
+        return None
+
+    return read
+
+
+def _decisive_first(readings: list[Reading]) -> list[Reading]:
+    """HER2: an equivocal IHC and an ISH result on the same date are not a conflict — the ISH result decides
+    (clinical-rules §6.8: IHC 2+ is equivocal until the reflex ISH is done)."""
+    decided = {r.effective for r in readings if r.value != "equivocal"}
+    return [r for r in readings if r.value != "equivocal" or r.effective not in decided]
 
 
 RECEPTORS = (("er", codes.ER_LOINC), ("pr", codes.PR_LOINC), ("her2", codes.HER2_LOINC))
@@ -123,7 +156,8 @@ def receptor_facts(obs: ObsIndex, issues: list[InputIssue]) -> list[Fact]:
     conflicting: list[str] = []
     for name, loincs in RECEPTORS:
         mine = obs.coded(LOINC, loincs)
-        selected = latest(read_all(mine, _receptor, name, issues))
+        readings = read_all(mine, _receptor_reader(name != "her2", name == "her2"), name, issues)
+        selected = latest(_decisive_first(readings) if name == "her2" else readings)
         fact = to_fact(name, selected)
         if fact.value == "equivocal":  # IHC 2+ needs reflex ISH [KNOW, ASCO/CAP]: not yet a decision input
             fact = Fact(name, None, FactStatus.UNKNOWN, fact.sources, fact.effective)
