@@ -221,12 +221,22 @@ def _metastasis_facts(picture: CancerPicture) -> list[Fact]:
         known("diffuse_disease", any(m.diffuse for m in distant), sources),
         known("bone_mets", "bone" in organs, sources),
         known("bone_only", bool(distant) and organs == {"bone"}, sources),
-        known("visceral_mets", bool(organs & codes.VISCERAL_ORGANS), sources),
+        _visceral(organs, sources),
         known("brain_mets", "brain" in organs, sources),
         known("malignant_pleural_effusion", "pleura" in organs, sources),
         known("n_organs", len(organs), sources),
     ]
     return facts + _count_facts(picture, distant)
+
+
+def _visceral(organs: set[str], sources: tuple[str, ...]) -> Fact:
+    """Any active visceral metastasis (clinical-rules §1.2). A metastasis whose organ the record does not give
+    (generic code, no mapped body site: organ `other`) may be visceral: unknown, unless another one is."""
+    if organs & codes.VISCERAL_ORGANS:
+        return known("visceral_mets", True, sources)
+    if "other" in organs:
+        return unknown("visceral_mets", sources=sources)
+    return known("visceral_mets", False, sources)
 
 
 def _count_facts(picture: CancerPicture, distant: list[Metastasis]) -> list[Fact]:
