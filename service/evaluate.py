@@ -40,6 +40,8 @@ class Evaluator:
         issues = list(parsed.issues)
         results = []
         for group in parsed.patients:
+            if parsed.shared:  # Medications the patient's medication records may reference
+                group = PatientResources(group.patient, (*group.resources, *parsed.shared))
             results.append(self.evaluate_patient(group, day, parsed.duplicate_conflicts.get(group.patient, ())))
         if issues:
             for result in results:

@@ -87,6 +87,7 @@ def _patient_facts_of(
             *by_type.get("MedicationRequest", []),
             *by_type.get("MedicationAdministration", []),
             *by_type.get("MedicationStatement", []),
+            *by_type.get("Medication", []),  # resolves medicationReference "Medication/<id>"
         ]
     )
     _put_all(pf, _medication_facts(pf, uses, as_of, options))

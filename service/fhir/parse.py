@@ -48,6 +48,10 @@ USED_TYPES: frozenset[str] = frozenset(
     }
 )
 
+# Resources the facts read that belong to no patient: a Medication a MedicationRequest/-Statement/-Administration
+# references (`medicationReference`). Validated like the used types and handed to every patient of the Bundle.
+SHARED_TYPES: frozenset[str] = frozenset({"Medication"})
+
 # The element naming the patient, per FHIR R4; `subject` for the other used types.
 _PATIENT_ELEMENT = {"BodyStructure": "patient", "AllergyIntolerance": "patient"}
 _MAX_ERRORS = 3  # per resource: enough to fix the sender, short enough for an OperationOutcome
@@ -96,6 +100,7 @@ class ParsedBundle:
     issues: tuple[InputIssue, ...]  # invalid-value findings; the resources they name were skipped
     duplicate_conflicts: dict[str, tuple[str, ...]] = field(default_factory=dict)  # patient -> "Type/id"s
     ignored: int = 0  # resources of types the rules do not use
+    shared: tuple[Resource, ...] = ()  # validated resources of SHARED_TYPES (no patient of their own)
 
 
 def load_json(body: bytes) -> Any:
@@ -166,7 +171,7 @@ def _model(resource_type: str) -> type[BaseModel]:
 
 def load_models() -> None:
     """Import the model of every used type now: a server does it before its first request (see `_model`)."""
-    for resource_type in sorted(USED_TYPES):
+    for resource_type in sorted(USED_TYPES | SHARED_TYPES):
         _model(resource_type)
 
 
@@ -332,6 +337,7 @@ class _Reader:
     copies: dict[str, list[tuple[str, Resource]]] = field(default_factory=dict)
     conflicts: dict[str, dict[str, None]] = field(default_factory=dict)  # patient -> ordered set of "Type/id"
     issues: list[InputIssue] = field(default_factory=list)
+    shared: list[Resource] = field(default_factory=list)
     ignored: int = 0
     invalid: int = 0
     unlinked: int = 0
@@ -350,6 +356,12 @@ class _Reader:
         if not isinstance(rtype, str) or not rtype:
             what = ".resourceType: missing" if isinstance(resource, dict) else ": not a JSON object"
             self._reject("resource", f"{where}.resource{what}")
+        elif rtype in SHARED_TYPES:
+            error = _validation_error(resource, f"{where}.resource")
+            if error is None:
+                self.shared.append(resource)
+            else:
+                self._reject(rtype, error)
         elif rtype not in USED_TYPES:
             self.ignored += 1
         elif not self._is_known_copy(resource):
@@ -409,4 +421,5 @@ class _Reader:
             issues=tuple(self.issues),
             duplicate_conflicts={p: tuple(keys) for p, keys in self.conflicts.items()},
             ignored=self.ignored,
+            shared=tuple(self.shared),
         )
