@@ -322,13 +322,32 @@ def _patient_facts(patients: list[Resource], as_of: date) -> list[Fact]:
         return [unknown("age"), unknown("sex")]
     p = patients[0]
     facts = [known("sex", str(p["gender"]), (rid(p),)) if p.get("gender") else unknown("sex")]
-    born = parse_date(p.get("birthDate"))
-    if born:
-        age = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
-        facts.append(known("age", age, (rid(p),)))
-    else:
-        facts.append(unknown("age"))
+    ages = _possible_ages(p.get("birthDate"), as_of)
+    if ages and ages[0] == ages[1]:
+        facts.append(known("age", ages[0], (rid(p),)))
+    else:  # no birth date, or a partial one ("1966", "1966-05") that leaves two ages possible: not guessed
+        facts.append(unknown("age", sources=(rid(p),) if ages else ()))
     return facts
+
+
+def _possible_ages(birth: object, as_of: date) -> tuple[int, int] | None:
+    """The youngest and oldest age a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD) allows on `as_of`."""
+    born = parse_date(birth)
+    if born is None:
+        return None
+    text = str(birth)
+    if len(text) == 4:  # the year only: born between 1 January and 31 December
+        earliest, latest = born.replace(month=1, day=1), born.replace(month=12, day=31)
+    elif len(text) == 7:  # year and month
+        earliest = born.replace(day=1)
+        latest = add_months(earliest, 1) - timedelta(days=1)
+    else:
+        earliest = latest = born
+
+    def age(b: date) -> int:
+        return as_of.year - b.year - ((as_of.month, as_of.day) < (b.month, b.day))
+
+    return age(latest), age(earliest)
 
 
 def _omd_dates(pf: PatientFacts, picture: CancerPicture, obs: ObsIndex) -> list[Fact]:
