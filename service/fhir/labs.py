@@ -20,7 +20,7 @@ ALBUMIN_G_DL = {"g/dL": 1.0, "g/L": 0.1}
 HB_G_DL = {"g/dL": 1.0, "g/L": 0.1, "mmol/L": 1.611}
 COUNT_10_9_L = {"10*9/L": 1.0, "10^9/L": 1.0, "x10E9/L": 1.0, "10*3/uL": 1.0, "K/uL": 1.0, "/uL": 0.001, "/mm3": 0.001}
 ML_MIN = {"mL/min": 1.0, "ml/min": 1.0, "mL/s": 60.0, "ml/s": 60.0}  # UCUM: 1 mL/s = 60 mL/min
-NG_DL = {"ng/dL": 1.0, "nmol/L": 28.84, "ng/mL": 100.0}
+NG_DL = {"ng/dL": 1.0, "nmol/L": 28.84, "pmol/L": 0.02884, "ng/mL": 100.0}
 KG = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237}
 CRCL_PRECISION = Decimal("0.000001")  # mL/min: Cockcroft–Gault is rounded to this, far below clinical meaning
 

@@ -92,9 +92,12 @@ def _adt_note(v: Values) -> str:
 
 
 def _radium_reason(v: Values) -> str:
+    reasons = []
     if v.get("visceral_mets") is True:
-        return "Contraindicated pattern: visceral metastases."
-    return "Do not administer: ANC/platelets/Hb below threshold."
+        reasons.append("contraindicated pattern: visceral metastases")
+    if v.get("radium_labs_ok") is False:
+        reasons.append("do not administer: ANC/platelets/Hb below threshold")
+    return "; ".join(reasons) + "."
 
 
 def _lesion_site(v: Values) -> str:

@@ -283,3 +283,29 @@ def test_fracture_summary_site_from_the_bundle(container: Container) -> None:
     [result] = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
     [fx] = [r for r in result["recommendations"] if r["code"] == "urgent-fracture-assessment"]
     assert fx["summary"].startswith("Pathological fracture at left shaft of femur:")
+
+
+# --- RA223: the two contraindication summaries of clinical-rules §6.10 ------------------------------------------
+@pytest.mark.parametrize(
+    ("visceral", "labs_ok", "summary", "reasons"),
+    [
+        (True, True, "Contraindicated pattern: visceral metastases.", ["visceral metastases"]),
+        (False, False, "Do not administer: ANC/platelets/Hb below threshold.", ["below threshold"]),
+        (True, False, "Contraindicated pattern: visceral metastases.", ["visceral metastases", "below threshold"]),
+    ],
+)
+def test_radium_223_contraindicated_says_why(
+    container: Container, visceral: bool, labs_ok: bool, summary: str, reasons: list[str]
+) -> None:
+    out = run(
+        container,
+        primary_site="prostate",
+        bone_mets=True,
+        radium_ordered=True,
+        visceral_mets=visceral,
+        radium_labs_ok=labs_ok,
+    )
+    found = [r for r in out.recommendations if r.code == "radium-223-contraindicated"]
+    assert len(found) == 1  # one recommendation per rule, code and subject
+    assert found[0].summary == summary
+    assert all(reason in found[0].detail for reason in reasons)

@@ -303,3 +303,12 @@ def test_drug_class_facts_cite_only_records_of_their_class() -> None:
     assert (facts["ai_active"].value, facts["ai_active"].sources) == (False, ("MedicationRequest/let",))
     assert (facts["adt_active"].value, facts["adt_active"].sources) == (False, ())
     assert facts["radium_ordered"].sources == ()
+
+
+def test_testosterone_in_pmol_per_l_is_converted() -> None:
+    """fhir-mapping §4.7 "Convert units with UCUM": 1,735 pmol/L = 1.735 nmol/L ≈ 50.0 ng/dL (was invalid-value)."""
+    issues: list[InputIssue] = []
+    readings = lab_readings(ObsIndex([_obs("t", "2986-8", 1735, "pmol/L")]), issues)
+    facts = {f.name: f for f in lab_facts(readings, 68, "male", date(2026, 11, 26), 30, issues)}
+    assert not [i for i in issues if i.code == "invalid-value"]
+    assert abs(float(facts["testosterone_ng_dl"].value) - 50.04) < 0.01
