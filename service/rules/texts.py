@@ -51,10 +51,19 @@ def _sabr_reason(v: Values) -> str:
 
 
 def _bma_choice(v: Values) -> str:
+    """start-bma detail: the agent preference (BMA-02), the companion checks, and the prostate label restriction for
+    prostate cancer only (clinical-rules §6.1: "prostate cancer not yet castration-resistant")."""
     crcl, scr = v.get("crcl"), v.get("scr_current_mg_dl")
+    parts = []
     if (isinstance(crcl, int | float) and crcl < 30) or (isinstance(scr, int | float) and scr > 3.0):
-        return "Denosumab preferred (CrCl < 30 mL/min or SCr > 3.0 mg/dL) [REV ref 39]."
-    return ""
+        parts.append("Denosumab preferred (CrCl < 30 mL/min or SCr > 3.0 mg/dL) [REV ref 39].")
+    parts.append("With calcium + vitamin D and a prior dental check (BMA-04, BMA-05).")
+    if v.get("primary_site") == "prostate":
+        parts.append(
+            "In prostate cancer the zoledronic acid label applies only after progression on at least one hormonal "
+            "therapy (not yet castration-resistant: label restriction)."
+        )
+    return " ".join(parts)
 
 
 def _za_dose(v: Values) -> str:

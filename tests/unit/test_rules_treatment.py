@@ -309,3 +309,13 @@ def test_radium_223_contraindicated_says_why(
     assert len(found) == 1  # one recommendation per rule, code and subject
     assert found[0].summary == summary
     assert all(reason in found[0].detail for reason in reasons)
+
+
+def test_start_bma_detail_names_the_prostate_label_restriction_only_in_prostate_cancer(container: Container) -> None:
+    def detail(site: str) -> str:
+        out = run(container, primary_site=site, bone_mets=True)
+        return next(r.detail for r in out.recommendations if r.code == "start-bma")
+
+    assert "prostate" not in detail("breast").split("**Inputs used**")[0].lower()
+    assert "In prostate cancer the zoledronic acid label" in detail("prostate")
+    assert not detail("breast").startswith(" ")
