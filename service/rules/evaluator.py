@@ -44,9 +44,11 @@ class RuleRunner:
         engine.register(compile_ruleset(ruleset))
         self._stage_names = [stage_name(ruleset, k) for k in range(len(ruleset.stages))]
         self._fields = [stage_fields(parts) for parts in ruleset.stages]
+        # what a rule says it needs when an input is missing (rule files `missing_detail`, clinical-rules wording)
+        self._notes = {r.id: dict(r.missing_detail) for r in ruleset.rules if r.missing_detail}
 
     def evaluate(self, pf: PatientFacts) -> RuleResults:
-        state = _State(pf)
+        state = _State(pf, self._notes)
         for name, parts, fields in zip(self._stage_names, self.ruleset.stages, self._fields, strict=True):
             fired = self.engine.run(name, state.engine_facts(fields))
             hits = {(parse_action(a), k) for a, k in fired}
@@ -60,15 +62,16 @@ class RuleRunner:
 
 
 class _State:
-    def __init__(self, pf: PatientFacts) -> None:
+    def __init__(self, pf: PatientFacts, notes: Mapping[str, Mapping[str, str]] | None = None) -> None:
         self.pf = pf
+        self.notes = notes or {}
         values = {n: f.value for n, f in pf.facts.items() if f.usable}
         self.patient = _Subject(0, values, pf.facts)
         self.lesions = [_Subject(i + 1, {}, lesion.facts, lesion.condition) for i, lesion in enumerate(pf.lesions)]
         self.sync_lesions()
         self.recs: list[Recommendation] = []
-        # (issue code, input) → (rules, detail, lesion-specific parts of the detail)
-        self.issues: dict[tuple[str, str], tuple[list[str], str, list[str]]] = {}
+        # (issue code, input) → (rules, detail, lesion-specific parts of the detail, what the rules need)
+        self.issues: dict[tuple[str, str], tuple[list[str], str, list[str], list[str]]] = {}
         self.fired_rules: list[str] = []
         self.listing: set[tuple[str, str]] = set()
 
@@ -190,7 +193,8 @@ class _State:
                 if subject.lesion:
                     note = self._note(subject, root, status)
                     where = f"lesion {subject.lesion}" + (f": {note}" if note else "")
-                self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}", where)
+                need = self.notes.get(rule_id, {}).get(root) if code == "missing-input" else None
+                self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}", where, need)
 
     def _roots(self, subject: _Subject, name: str, depth: int = 0) -> list[tuple[str, FactStatus]]:
         """The §1.2 facts to report for an open fact: itself when it is one, and the inputs it was derived from."""
@@ -223,14 +227,19 @@ class _State:
             return None
         return f"missing {fact.value}"
 
-    def _add_issue(self, code: str, name: str, rule_id: str, detail: str, lesion: str | None = None) -> None:
-        """One entry per (code, input): every rule it blocks, the first detail, and each lesion concerned."""
-        rules, first, lesions = self.issues.get((code, name), ([], detail, []))
+    def _add_issue(
+        self, code: str, name: str, rule_id: str, detail: str, lesion: str | None = None, need: str | None = None
+    ) -> None:
+        """One entry per (code, input): every rule it blocks, the first detail, each lesion concerned, and what
+        the rules say they need."""
+        rules, first, lesions, needs = self.issues.get((code, name), ([], detail, [], []))
         if rule_id not in rules:
             rules.append(rule_id)
         if lesion and lesion not in lesions:
             lesions.append(lesion)
-        self.issues[(code, name)] = (rules, first, lesions)
+        if need and need not in needs:
+            needs.append(need)
+        self.issues[(code, name)] = (rules, first, lesions, needs)
 
     # --- explanation --------------------------------------------------------------------------------------
     def _used(self, subject: _Subject, cond: Condition) -> list[Fact]:
@@ -244,8 +253,8 @@ class _State:
         recs = sorted(unique.values(), key=lambda r: (r.rule, r.code, r.lesion or ""))
         recs = [_with_others(r, recs) if (r.rule, r.code) in self.listing else r for r in recs]
         issues = [
-            Issue(code, name, tuple(rules), f"{detail} ({'; '.join(lesions)})" if lesions else detail)
-            for (code, name), (rules, detail, lesions) in self.issues.items()
+            Issue(code, name, tuple(rules), _issue_detail(detail, lesions, needs))
+            for (code, name), (rules, detail, lesions, needs) in self.issues.items()
         ]
         issues.extend(_input_issue(i) for i in self.pf.issues)
         return RuleResults(recs, _merge_issues(issues), self.fired_rules)
@@ -263,6 +272,11 @@ def _names(cond: Condition) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(facts_of(cond)))
     _NAMES[id(cond)] = (cond, names)
     return names
+
+
+def _issue_detail(detail: str, lesions: list[str], needs: list[str]) -> str:
+    text = f"{detail} ({'; '.join(lesions)})" if lesions else detail
+    return f"{text} — {'; '.join(needs)}" if needs else text
 
 
 def _sources(used: list[Fact]) -> list[str]:

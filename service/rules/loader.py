@@ -113,6 +113,7 @@ def _build_rule(raw: dict[str, Any], area: str, settings: Mapping[str, Scalar]) 
         issue_only=raw.get("issue_only"),
         thresholds=tuple(raw.get("thresholds", [])),
         after=tuple(raw.get("after", [])),
+        missing_detail=tuple((str(k), str(v)) for k, v in (raw.get("missing_detail") or {}).items()),
     )
 
 

@@ -48,6 +48,7 @@ class Rule:
     issue_only: str | None = None
     thresholds: tuple[str, ...] = ()
     after: tuple[str, ...] = ()  # rules whose outcomes this rule's outcomes read (their texts name them)
+    missing_detail: tuple[tuple[str, str], ...] = ()  # (input, what the rule needs) for its missing-input issues
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,3 +81,15 @@ def test_mdt_review_lists_data_conflicts_with_the_other_recommendations(containe
     [conflict] = [r for r in result["recommendations"] if r["code"] == "data-conflict"]
     also = mdt["detail"].split("**Also for discussion**", 1)[1].split("**Inputs used**", 1)[0]
     assert f"{conflict['summary']} (DQ-01)" in also
+
+
+def test_missing_input_details_carry_what_the_rules_say_they_need(container: Container) -> None:
+    # clinical-rules §6.10: castration status unknown -> missing-input "castration-resistant status needed";
+    # §6.2: CrCl missing -> "CrCl (Cockcroft–Gault) needed before zoledronic acid" (rule files `missing_detail`).
+    bundle = json.loads((FIXTURES / "tx-ra223-castration-status-unknown" / "bundle.json").read_text())
+    [result] = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    issues = {(i["code"], i["input"]): i for i in result["issues"]}
+    assert issues[("missing-input", "castration_status")]["detail"].endswith("castration-resistant status needed")
+    crcl = issues.get(("missing-input", "crcl"))
+    if crcl is not None:
+        assert "CrCl (Cockcroft–Gault) needed before zoledronic acid" in crcl["detail"]
