@@ -71,7 +71,9 @@ def _patient_facts_of(
     obs = ObsIndex(by_type.get("Observation", []))
     picture = _cancer_picture(by_type, obs, pf.issues)
     # one entry per Condition id, even when differing copies of one id are both kept (DQ-06)
-    pf.cancer_conditions = list(dict.fromkeys([*picture.primary_ids, *(m.condition for m in picture.mets if m.active)]))
+    pf.cancer_conditions = list(
+        dict.fromkeys([*sorted(picture.primary_ids), *sorted(m.condition for m in picture.mets if m.active)])
+    )
     _put_all(pf, _primary_facts(picture, as_of))
     _put_all(pf, _metastasis_facts(picture))
     _put_all(pf, performance_facts(obs, as_of, options.stale_ps_days, pf.issues))
@@ -97,7 +99,10 @@ def _patient_facts_of(
     pf.put(known("duplicate_conflict", bool(duplicate_conflicts), duplicate_conflicts))
     if duplicate_conflicts:
         pf.put(Fact("duplicate_resource", None, status=FactStatus.CONFLICTING, sources=duplicate_conflicts))
-    pf.lesions = [_lesion(m, obs, picture, pf.issues) for m in picture.mets if m.active]
+    # ordered by Condition id, not Bundle order: re-evaluating the same data in another order gives the same
+    # result and CarePlan byte for byte (contract.md §3; fhir-mapping §6.3 "stable order of every list")
+    active = sorted((m for m in picture.mets if m.active), key=lambda m: m.condition)
+    pf.lesions = [_lesion(m, obs, picture, pf.issues) for m in active]
     pf.issues.extend(_derived_mirels(lesion) for lesion in pf.lesions if _mirels_site_derived(lesion))
     pf.organs = sorted({m.organ for m in picture.distant})
     pf.put(_needs_stabilisation(pf))

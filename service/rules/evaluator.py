@@ -155,7 +155,7 @@ class _State:
             if fact is not None and fact.status is FactStatus.CONFLICTING:
                 self._add_issue("conflicting-input", name, rule.id, f"{label(name)}: conflicting values")
         used = self._used(subject, outcome.when)
-        evidence = _sources(used)
+        evidence = sorted(_sources(used))  # a stable order, whatever the Bundle order (contract.md §3)
         if subject.lesion:
             evidence = [subject.lesion, *[e for e in evidence if e != subject.lesion]]
         inputs = _inputs(used)
@@ -296,7 +296,7 @@ def _inputs(used: list[Fact]) -> dict[str, dict[str, Any]]:
         if f.derived:
             info["derived"] = True
         if f.sources:
-            info["sources"] = list(f.sources)
+            info["sources"] = sorted(f.sources)
         out[f.name] = info
     return out
 
