@@ -143,3 +143,51 @@ def public_name(fact: str) -> str:
 # Lesion facts that say what exactly is open for an input of that lesion (clinical-rules.md §5.1: the Mirels
 # missing-input names the lesion and the missing components); issue details quote them.
 LESION_NOTES = {"mirels": "lesion_mirels_missing"}
+
+
+# Display of each recommendation code of contract.md §4 (local system), for CarePlan `activity.detail.code`
+# (fhir-mapping §6.3: {system, code, display}). Constant per code; the patient-specific text is `code.text`.
+CODE_DISPLAY: dict[str, str] = {
+    "adt": "Androgen deprivation therapy",
+    "alk-tki": "ALK inhibitor",
+    "calcium-vitamin-d": "Calcium and vitamin D supplementation",
+    "cdk46-inhibitor": "CDK4/6 inhibitor with endocrine therapy",
+    "confirm-lesion-count": "Confirm the metastatic lesion count",
+    "correct-hypocalcaemia": "Correct hypocalcaemia",
+    "data-conflict": "Data conflict in the record",
+    "denosumab-calcium-monitoring": "Calcium monitoring on denosumab",
+    "dental-exam-before-bma": "Dental examination before a bone-modifying agent",
+    "double-antiresorptive": "Double antiresorptive therapy",
+    "ebrt-and-observation": "Radiotherapy and observation",
+    "egfr-tki": "EGFR tyrosine kinase inhibitor",
+    "endocrine-therapy": "Endocrine therapy",
+    "endoprosthetic-resection": "Resection and endoprosthetic reconstruction",
+    "fixation-judgement": "Clinical judgement on prophylactic fixation",
+    "her2-directed-therapy": "HER2-directed therapy",
+    "hypercalcaemia-of-malignancy": "Hypercalcaemia of malignancy",
+    "immunotherapy-option": "Immune checkpoint inhibitor option",
+    "intramedullary-nailing": "Intramedullary nailing",
+    "mdt-review": "Multidisciplinary tumor board review",
+    "minimally-invasive-stabilisation": "Minimally invasive stabilisation",
+    "nonoperative-care": "Non-operative care",
+    "palliative-care-referral": "Palliative care referral",
+    "palliative-ebrt": "Palliative external beam radiotherapy",
+    "prophylactic-fixation-referral": "Referral for prophylactic fixation",
+    "radiotherapy-not-surgery": "Radiotherapy rather than surgery",
+    "radium-223-consider": "Radium-223 consideration",
+    "radium-223-contraindicated": "Radium-223 contraindicated",
+    "rcc-local-therapy-discussion": "Local therapy discussion in renal cell carcinoma",
+    "sabr-comet-10-pattern": "SABR-COMET-10 trial pattern",
+    "sabr-comet-3-pattern": "SABR-COMET-3 trial pattern",
+    "sabr-consult": "Stereotactic ablative radiotherapy consultation",
+    "sabr-criteria-not-met": "SABR-COMET criteria not met",
+    "stabilise-before-sabr": "Stabilisation before SABR",
+    "start-bma": "Start a bone-modifying agent",
+    "stomp-oriole-pattern": "STOMP/ORIOLE trial pattern",
+    "treat-all-lesions": "Treat all oligometastatic lesions",
+    "urgent-fracture-assessment": "Urgent pathological fracture assessment",
+    "urgent-mscc-assessment": "Urgent spinal cord compression assessment",
+    "withhold-zoledronic-acid": "Withhold zoledronic acid",
+    "zoledronic-acid-dose-reduction": "Zoledronic acid dose reduction",
+    "zoledronic-acid-not-recommended": "Zoledronic acid not recommended",
+}

@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any
 
+from service.domain.catalogue import CODE_DISPLAY
 from service.domain.result import Recommendation, RulesetInfo
 from service.fhir.util import LOCAL
 
@@ -49,7 +50,7 @@ def care_plan(
 def _activity(rec: Recommendation) -> dict[str, Any]:
     detail: dict[str, Any] = {
         "kind": rec.activity,
-        "code": {"coding": [{"system": LOCAL, "code": rec.code}], "text": rec.summary},
+        "code": {"coding": [_coding(rec.code)], "text": rec.summary},
         "status": "not-started",
         "description": rec.summary,
     }
@@ -57,3 +58,8 @@ def _activity(rec: Recommendation) -> dict[str, Any]:
     if reasons:
         detail["reasonReference"] = [{"reference": ref} for ref in reasons]
     return {"detail": detail}
+
+
+def _coding(code: str) -> dict[str, str]:
+    display = CODE_DISPLAY.get(code)
+    return {"system": LOCAL, "code": code, **({"display": display} if display else {})}

@@ -46,3 +46,14 @@ def test_the_summary_card_lists_the_five_classification_answers(container: Conta
         "4. OMD diagnosed during active systemic therapy: **no**",
         "5. Any OMD lesion progressing on current imaging: **no**",
     ]
+
+
+def test_every_recommendation_code_of_the_rule_files_has_a_care_plan_display() -> None:
+    # fhir-mapping §6.3: activity.detail.code = {system, code, display}
+    import re
+
+    from service.domain.catalogue import CODE_DISPLAY
+
+    files = (FIXTURES.parent.parent / "service" / "rules" / "files").glob("*.yaml")
+    emitted = {code for path in files for code in re.findall(r"^\s+- code: ([a-z0-9-]+)", path.read_text(), re.M)}
+    assert emitted and emitted <= CODE_DISPLAY.keys(), sorted(emitted - CODE_DISPLAY.keys())
