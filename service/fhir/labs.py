@@ -141,6 +141,11 @@ def _crcl(
     that creatinine is within the window. With neither fresh, the newer of the two, stale (a tie goes to the
     measured one)."""
     observed = facts["crcl_observed"]
+    fresh_conflict = observed.status is FactStatus.CONFLICTING and not (
+        observed.effective and observed.effective < as_of - timedelta(days=days)
+    )
+    if fresh_conflict:  # two measured values on the latest date, within the window: not silently replaced
+        return Fact("crcl", None, FactStatus.CONFLICTING, observed.sources, observed.effective)
     measured = (
         known("crcl", observed.value, observed.sources, observed.effective)
         if observed.usable and observed.value is not None

@@ -312,3 +312,15 @@ def test_testosterone_in_pmol_per_l_is_converted() -> None:
     facts = {f.name: f for f in lab_facts(readings, 68, "male", date(2026, 11, 26), 30, issues)}
     assert not [i for i in issues if i.code == "invalid-value"]
     assert abs(float(facts["testosterone_ng_dl"].value) - 50.04) < 0.01
+
+
+def test_two_measured_crcl_values_on_one_date_make_crcl_conflicting() -> None:
+    """fhir-mapping §2.1: two different values on the latest date -> conflicting-input; a fresh creatinine must not
+    silently replace them with a Cockcroft–Gault value."""
+    crcl, _ = _crcl_of(
+        _obs("c1", "35591-7", 45, "mL/min", "2026-11-20"),
+        _obs("c2", "35591-7", 25, "mL/min", "2026-11-20"),
+        _obs("scr", "2160-0", 2.0, "mg/dL", "2026-11-20"),
+        _obs("wt", "29463-7", 72, "kg", "2026-11-20"),
+    )
+    assert crcl.status is FactStatus.CONFLICTING and crcl.value is None
