@@ -81,3 +81,17 @@ def test_cyclic_derivations_are_refused(tmp_path: Path) -> None:
     )
     with pytest.raises(RuleFileError, match="cycle"):
         load_ruleset(folder, SETTINGS)
+
+
+def test_every_threshold_line_carries_a_provenance_tag() -> None:
+    # clinical-rules §1.1: the detail lists "the thresholds and their provenance tags" ([REV …], [LABEL], [KNOW]…)
+    import yaml
+
+    files = Path(__file__).resolve().parents[2] / "service" / "rules" / "files"
+    untagged = []
+    for path in files.glob("*.yaml"):
+        for rule in yaml.safe_load(path.read_text()).get("rules", []):
+            lines = [*rule.get("thresholds", [])]
+            lines += [t for outcome in rule.get("outcomes", []) for t in outcome.get("thresholds", [])]
+            untagged += [f"{rule['id']}: {t}" for t in lines if "[" not in t]
+    assert not untagged
