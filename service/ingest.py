@@ -19,7 +19,7 @@ from typing import Any
 import orjson
 
 from service.domain.facts import InputIssue
-from service.evaluate import Evaluator, issue_json
+from service.evaluate import Evaluator, issue_json, merged_issues
 from service.fhir.parse import BundleError, ParsedBundle, PatientResources, load_json, read_bundle
 from service.store.base import StoreTx
 
@@ -146,7 +146,7 @@ def with_issues(result: dict[str, Any], issues: Sequence[InputIssue]) -> dict[st
     """A copy of `result` that also lists the message's own input issues (skipped resources)."""
     if not issues:
         return result
-    return {**result, "issues": [*result["issues"], *(issue_json(i) for i in issues)]}
+    return {**result, "issues": merged_issues([*result["issues"], *(issue_json(i) for i in issues)])}
 
 
 @dataclass(frozen=True, slots=True)

@@ -93,3 +93,18 @@ def test_missing_input_details_carry_what_the_rules_say_they_need(container: Con
     crcl = issues.get(("missing-input", "crcl"))
     if crcl is not None:
         assert "CrCl (Cockcroft–Gault) needed before zoledronic acid" in crcl["detail"]
+
+
+def test_ingest_answers_list_the_messages_findings_once_per_code_and_input() -> None:
+    # the same one-entry-per-(code, input) rule as /evaluate (clinical-rules §1.1), for POST /ingest and Kafka
+    from service.domain.facts import InputIssue
+    from service.ingest import with_issues
+
+    result = {"issues": [{"code": "missing-input", "input": "ecog", "rules": ["SABR-01"], "detail": "ECOG: unknown"}]}
+    findings = [
+        InputIssue("invalid-value", "Observation", "Bundle.entry[1].resource: bad"),
+        InputIssue("invalid-value", "Observation", "Bundle.entry[2].resource: bad"),
+    ]
+    issues = with_issues(result, findings)["issues"]
+    assert [(i["code"], i["input"]) for i in issues] == [("invalid-value", "Observation"), ("missing-input", "ecog")]
+    assert issues[0]["detail"] == "Bundle.entry[1].resource: bad; Bundle.entry[2].resource: bad"
