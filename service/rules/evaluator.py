@@ -139,17 +139,24 @@ class _State:
 
     def _fire(self, rule: Rule, outcome: Outcome, subject: _Subject) -> None:
         values = subject.values
-        indicator = next(
-            (ind for cond, ind in outcome.indicator_when if truth(cond, values) is Truth.TRUE),
-            outcome.indicator,
-        )
-        activity = None
-        if outcome.activity and not (outcome.activity.unless and truth(outcome.activity.unless, values) is Truth.TRUE):
-            activity = outcome.activity.kind
-        # an indicator or activity choice left open by an unknown fact keeps the default and names that fact
-        for cond in [c for c, _ in outcome.indicator_when] + ([outcome.activity.unless] if outcome.activity else []):
-            if cond is not None and truth(cond, values) is Truth.UNDECIDED:
+        # an indicator or activity choice left open by an unknown fact keeps the default and names that fact; each
+        # condition is evaluated once, and none after the one that decides the indicator
+        indicator = outcome.indicator
+        for cond, ind in outcome.indicator_when:
+            decided = truth(cond, values)
+            if decided is Truth.TRUE:
+                indicator = ind
+                break
+            if decided is Truth.UNDECIDED:
                 self._block(rule.id, subject, cond)
+        activity = None
+        if outcome.activity:
+            condition = outcome.activity.unless
+            unless = truth(condition, values) if condition is not None else Truth.FALSE
+            if condition is not None and unless is Truth.UNDECIDED:
+                self._block(rule.id, subject, condition)
+            if unless is not Truth.TRUE:
+                activity = outcome.activity.kind
         for name in outcome.conflicts:
             fact = self.fact(subject, name)
             if fact is not None and fact.status is FactStatus.CONFLICTING:
