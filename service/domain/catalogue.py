@@ -131,6 +131,7 @@ ALIASES = {
     "days_since_primary_treatment": "primary_treated_definitively",
     "days_since_primary_dx": "primary_dx_date",
     "cm_category_recorded": "cm_category",
+    "cm_conflict": "cm_category",
     "lesion_progressing": "any_omd_lesion_progressing",
     "max_mets_per_organ_upper": "max_mets_per_organ",
 }

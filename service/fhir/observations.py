@@ -22,6 +22,7 @@ from service.fhir.readings import (
     Invalid,
     ObsIndex,
     Reading,
+    Selected,
     by_focus,
     latest,
     read_all,
@@ -190,12 +191,27 @@ def _is_m_category(obs: Resource) -> bool:
 
 def staging_facts(obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> list[Fact]:
     m_obs = [*obs.coded(SNOMED, codes.M_CATEGORY_SNOMED), *obs.coded(LOINC, codes.M_CATEGORY_LOINC)]
-    selected = latest(read_all(m_obs, _m_category, "cm_category", issues))
+    readings = read_all(m_obs, _m_category, "cm_category", issues)
+    selected = latest(readings)
+    m0_and_m1 = False
+    if selected is not None and selected.conflicting:
+        # M1 and M1a on one date both say "distant metastasis"; only M0 against M1 is a conflict (fhir-mapping §2.1)
+        on_date = {r.value for r in readings if r.effective == selected.effective}
+        m0_and_m1 = "M0" in on_date
+        if not m0_and_m1:
+            selected = Selected("M1", selected.effective, selected.sources, False)
+        else:
+            when = selected.effective.isoformat() if selected.effective else "the same (undated) record"
+            rules = ("DQ-01",) if picture.distant else ("DQ-01", "OMD-01")
+            sources = ", ".join(selected.sources)
+            detail = f"TNM distant metastasis category: M0 and M1 both recorded on {when} ({sources})"
+            issues.append(InputIssue("conflicting-input", "cm_category", detail, rules))
     recorded = to_fact("cm_category_recorded", selected)
     category = to_fact("cm_category", selected)
     if category.value == "M0" and picture.distant:
         category = Fact("cm_category", None, FactStatus.CONFLICTING, category.sources, category.effective)
-    return [recorded, category]
+    conflict = known("cm_conflict", m0_and_m1, selected.sources if m0_and_m1 and selected else ())
+    return [recorded, category, conflict]
 
 
 # --- disease status, progression ---------------------------------------------------------------------------

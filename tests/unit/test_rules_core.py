@@ -16,6 +16,7 @@ from service.rules.evaluator import RuleResults
 BASE: dict[str, Any] = {
     "has_active_distant_met": True,
     "n_mets_reported": True,
+    "cm_conflict": False,
     "diffuse_disease": False,
     "lesion_count_consistent": True,
     "n_mets": 3,
@@ -84,6 +85,8 @@ CONFLICTING_N_METS = Fact("n_mets", None, FactStatus.CONFLICTING, ("Observation/
         ({"n_mets": CONFLICTING_N_METS, "n_mets_min": 2}, "unknown"),
         ({"has_active_distant_met": False, "n_mets_reported": False, "n_mets": 0}, "not-applicable"),
         ({"has_active_distant_met": False, "n_mets_reported": False, "cm_category": "M1"}, "unknown"),
+        # M0 and M1 on the latest date: the staging conflict leaves the state open, not "no metastasis"
+        ({"has_active_distant_met": False, "n_mets_reported": False, "cm_conflict": True}, "unknown"),
     ],
 )
 def test_omd_state(container: Container, changes: dict[str, Any], state: str) -> None:
