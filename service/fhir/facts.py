@@ -26,7 +26,7 @@ from service.fhir.medications import (
     medication_uses,
 )
 from service.fhir.performance import performance_facts
-from service.fhir.procedures import procedure_facts
+from service.fhir.procedures import planned_resections, procedure_facts
 from service.fhir.readings import ObsIndex
 from service.fhir.util import Resource, add_months, codings_memo, parse_date, rid
 
@@ -102,7 +102,8 @@ def _patient_facts_of(
     # ordered by Condition id, not Bundle order: re-evaluating the same data in another order gives the same
     # result and CarePlan byte for byte (contract.md §3; fhir-mapping §6.3 "stable order of every list")
     active = sorted((m for m in picture.mets if m.active), key=lambda m: m.condition)
-    pf.lesions = [_lesion(m, obs, picture, pf.issues) for m in active]
+    resections = planned_resections(by_type.get("Procedure", []), by_type.get("ServiceRequest", []), picture)
+    pf.lesions = [_lesion(m, obs, picture, pf.issues, resections.get(m.condition)) for m in active]
     pf.issues.extend(_derived_mirels(lesion) for lesion in pf.lesions if _mirels_site_derived(lesion))
     pf.organs = sorted({m.organ for m in picture.distant})
     pf.put(_needs_stabilisation(pf))
@@ -455,8 +456,12 @@ def _derived_mirels(lesion: LesionFacts) -> InputIssue:
     )
 
 
-def _lesion(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> LesionFacts:
+def _lesion(
+    met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue], resection: str | None
+) -> LesionFacts:
     facts = observations.lesion_facts(met, obs, picture, issues)
+    if resection:  # a planned open resection at this lesion (SURG-SITE detail, clinical-rules.md §5.3)
+        facts.append(known("lesion_planned_resection", resection, (resection,)))
     score = facts_value(facts, "lesion_mirels_score")
     fracture = facts_value(facts, "lesion_fracture")
     long_bone = facts_value(facts, "lesion_long_bone") is True  # Mirels scope (clinical-rules.md §5.1)

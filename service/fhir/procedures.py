@@ -1,6 +1,7 @@
 """Procedures → facts: definitive treatment of the primary (OMD-03), tumor board review (MDT-01), dental
-examination (BMA-05), bilateral oophorectomy (HORM-BC) and planned curative local treatment per lesion (MDT-02: a
-Procedure or a ServiceRequest) (fhir-mapping.md §2, §3.7)."""
+examination (BMA-05), bilateral oophorectomy (HORM-BC), planned curative local treatment per lesion (MDT-02: a
+Procedure or a ServiceRequest) and a planned open resection at a lesion (SURG-SITE detail) (fhir-mapping.md §2,
+§3.7; clinical-rules.md §5.3)."""
 
 from __future__ import annotations
 
@@ -151,3 +152,26 @@ def _planned(planned: list[Resource], picture: CancerPicture) -> Fact:
             lesions |= hit
             sources.append(rid(p))
     return known("n_lesions_planned_curative", len(lesions), tuple(sources))
+
+
+_OPEN_RESECTION_WORDS = re.compile(r"resection|excision|en bloc|curettage|corpectomy|vertebrectomy", re.IGNORECASE)
+
+
+def planned_resections(
+    procedures: Iterable[Resource], requests: Iterable[Resource], picture: CancerPicture
+) -> dict[str, str]:
+    """Lesion Condition → the first planned open resection at it (clinical-rules.md §5.3: "an open resection planned
+    at a spine/pelvis site … is stated in the detail"): a Procedure in preparation or in progress, or a draft or
+    active ServiceRequest, whose code names a resection (resection, excision, en bloc, curettage, corpectomy,
+    vertebrectomy) and whose reasonReference or bodySite matches the lesion."""
+    planned = [p for p in procedures if p.get("status") in ("preparation", "in-progress")]
+    planned += [r for r in requests if r.get("status") in REQUESTED]
+    found: dict[str, str] = {}
+    for p in sorted(planned, key=rid):
+        if not any(_OPEN_RESECTION_WORDS.search(n) for n in concept_texts(p.get("code"))):
+            continue
+        sites = {c for s, c in codings(p.get("bodySite") or []) if s == SNOMED}
+        for m in picture.distant:
+            if m.condition in _reasons(p) or sites & set(m.body_sites):
+                found.setdefault(m.condition, rid(p))
+    return found

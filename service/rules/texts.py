@@ -115,7 +115,20 @@ def _lesion_site(v: Values) -> str:
     return str(site) if site else f"{v.get('lesion_condition')} (body site not recorded)"
 
 
+def _planned_resection_note(v: Values) -> str:
+    """clinical-rules.md §5.3: an open resection planned at a spine/pelvis site is stated in the detail (the
+    indicator stays info, contract.md §4)."""
+    planned = v.get("lesion_planned_resection")
+    if not planned:
+        return ""
+    return (
+        f" An open resection is planned at this lesion ({planned}): at spine and pelvis sites limited (minimally "
+        "invasive) surgical approaches must be considered [REV §3.4]."
+    )
+
+
 TEXTS: dict[str, Callable[[Values], str]] = {
+    "planned_resection_note": _planned_resection_note,
     "lesion_site": _lesion_site,
     "tumor_board_note": _tumor_board_note,
     "stomp_or_oriole": _stomp_or_oriole,
