@@ -105,6 +105,11 @@ class _State:
         if true_idx:
             value, cond = cases[true_idx[0]]
             fact = known(name, value, _sources(self._used(self.patient, cond)))
+            because = rule.derive.because[true_idx[0]] if rule.derive.because else ()
+            for input_name in because:  # the value stands for "undecided because this input is open"
+                held = self.fact(self.patient, input_name)
+                if held is None or not held.usable:
+                    self._report_open(rule.id, self.patient, input_name)
         else:
             roots: list[str] = []
             if open_idx:
@@ -194,14 +199,18 @@ class _State:
     # --- issues -------------------------------------------------------------------------------------------
     def _block(self, rule_id: str, subject: _Subject, cond: Condition) -> None:
         for name in undecided_facts(cond, subject.values):
-            for root, status in self._roots(subject, name):
-                code = ISSUE_FOR_STATUS[status]
-                where = None
-                if subject.lesion:
-                    note = self._note(subject, root, status)
-                    where = f"lesion {subject.lesion}" + (f": {note}" if note else "")
-                need = self.notes.get(rule_id, {}).get(root) if code == "missing-input" else None
-                self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}", where, need)
+            self._report_open(rule_id, subject, name)
+
+    def _report_open(self, rule_id: str, subject: _Subject, name: str) -> None:
+        """An issue naming `rule_id` for each §1.2 input behind the open fact `name`."""
+        for root, status in self._roots(subject, name):
+            code = ISSUE_FOR_STATUS[status]
+            where = None
+            if subject.lesion:
+                note = self._note(subject, root, status)
+                where = f"lesion {subject.lesion}" + (f": {note}" if note else "")
+            need = self.notes.get(rule_id, {}).get(root) if code == "missing-input" else None
+            self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}", where, need)
 
     def _roots(self, subject: _Subject, name: str, depth: int = 0) -> list[tuple[str, FactStatus]]:
         """The §1.2 facts to report for an open fact: itself when it is one, and the inputs it was derived from."""

@@ -100,6 +100,7 @@ def _build_rule(raw: dict[str, Any], area: str, settings: Mapping[str, Scalar]) 
             fact=d["fact"],
             cases=tuple((c["value"], parse(c["when"], settings)) for c in d["cases"]),
             default=d.get("default"),
+            because=tuple(tuple(c.get("because", ())) for c in d["cases"]),
         )
     return Rule(
         id=raw["id"],

@@ -33,6 +33,10 @@ class Derivation:
     fact: str
     cases: tuple[tuple[Scalar, Condition], ...]
     default: Scalar | None = None
+    # per case (same index): inputs whose absence is why that case gives its value (an `unknown` class because
+    # the exact count is missing); when the case decides and such an input is not known, it is reported naming
+    # the rule (clinical-rules.md §2.4 "each unknown … adds a missing-input issue naming OMD-CLASS")
+    because: tuple[tuple[str, ...], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

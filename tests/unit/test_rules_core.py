@@ -198,7 +198,8 @@ def test_adt_detail_adds_the_stomp_oriole_note_only_when_the_pattern_matches(con
             "unknown",
             "any_omd_lesion_progressing",
         ),
-        ({"n_mets": None, "n_mets_min": 2}, "unknown", None),
+        # possible (§2.1 gate): unknown because the exact count is missing, and the issue says so (§2.4)
+        ({"n_mets": None, "n_mets_min": 2}, "unknown", "n_mets"),
         ({"n_mets": 7, "n_mets_min": 7}, "not-applicable", None),
         ({"has_active_distant_met": False, "n_mets_reported": False, "n_mets": 0}, "not-applicable", None),
     ],
