@@ -6,40 +6,12 @@ from datetime import date
 from typing import Any
 
 from service.bootstrap import Container
-
-PATIENT = {"reference": "Patient/p1"}
-SCT = "http://snomed.info/sct"
-
-
-def metastasis(site: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Condition",
-        "id": "m1",
-        "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition"]},
-        "clinicalStatus": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
-        },
-        "code": {"coding": [{"system": SCT, "code": "94222008"}]},
-        "bodySite": [{"coding": [{"system": SCT, "code": site}]}],
-        "subject": PATIENT,
-        "onsetDateTime": "2026-10-01",
-    }
+from tests.resources import breast_patient, collection, metastasis
 
 
 def bundle() -> dict[str, Any]:
-    resources = [
-        {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1960-01-01"},
-        {
-            "resourceType": "Condition",
-            "id": "prim",
-            "code": {"coding": [{"system": SCT, "code": "254837009"}]},
-            "subject": PATIENT,
-            "onsetDateTime": "2020-01-01",
-        },
-        metastasis("280849005"),  # T12
-        metastasis("61032001"),  # L1: same id, other content (DQ-06: both kept)
-    ]
-    return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    # the same Condition id twice with other content (DQ-06: both kept): T12, then L1
+    return collection([*breast_patient(), metastasis("280849005"), metastasis("61032001")])
 
 
 def test_differing_copies_of_one_condition_give_one_lesion_one_recommendation_each(container: Container) -> None:

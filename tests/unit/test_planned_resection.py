@@ -9,25 +9,9 @@ from typing import Any
 import pytest
 
 from service.bootstrap import Container
+from tests.resources import PATIENT, SCT, breast_patient, collection, metastasis
 
-PATIENT = {"reference": "Patient/p1"}
-SCT = "http://snomed.info/sct"
 L1 = "61032001"
-
-
-def metastasis(cid: str, site: str) -> dict[str, Any]:
-    return {
-        "resourceType": "Condition",
-        "id": cid,
-        "meta": {"profile": ["http://hl7.org/fhir/us/mcode/StructureDefinition/mcode-secondary-cancer-condition"]},
-        "clinicalStatus": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]
-        },
-        "code": {"coding": [{"system": SCT, "code": "94222008"}]},
-        "bodySite": [{"coding": [{"system": SCT, "code": site}]}],
-        "subject": PATIENT,
-        "onsetDateTime": "2026-10-01",
-    }
 
 
 def request(status: str, text: str, **target: Any) -> dict[str, Any]:
@@ -43,19 +27,7 @@ def request(status: str, text: str, **target: Any) -> dict[str, Any]:
 
 
 def detail(container: Container, *extra: dict[str, Any]) -> str:
-    resources = [
-        {"resourceType": "Patient", "id": "p1", "gender": "female", "birthDate": "1960-01-01"},
-        {
-            "resourceType": "Condition",
-            "id": "prim",
-            "code": {"coding": [{"system": SCT, "code": "254837009"}]},
-            "subject": PATIENT,
-            "onsetDateTime": "2020-01-01",
-        },
-        metastasis("m1", L1),
-        *extra,
-    ]
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in resources]}
+    bundle = collection([*breast_patient(), metastasis(L1), *extra])
     (result,) = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
     (rec,) = [r for r in result["recommendations"] if r["code"] == "minimally-invasive-stabilisation"]
     assert rec["indicator"] == "info"
