@@ -21,11 +21,13 @@ import orjson
 from service.domain.facts import InputIssue
 from service.evaluate import Evaluator, issue_json, merged_issues
 from service.fhir.parse import BundleError, ParsedBundle, PatientResources, load_json, read_bundle
-from service.store.base import StoreTx
+from service.fhir.util import ref_id
+from service.store.base import SHARED, StoreTx
 
 # "Type/id" at the end of a DELETE entry's request.url (relative or absolute; no conditional delete).
 _DELETE_URL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 _VOLATILE = ("evaluatedAt", "asOf")  # time stamps: a result that differs only in these has not changed
+MEDICATION_RECORDS = frozenset({"MedicationRequest", "MedicationAdministration", "MedicationStatement"})
 
 
 class PublishError(Exception):
@@ -55,7 +57,7 @@ def decode(body: bytes) -> Decoded:
     data = load_json(body)
     deletes, skipped = _delete_entries(data)
     try:
-        parsed = read_bundle(data)
+        parsed = read_bundle(data, shared_alone=True)
     except BundleError:
         if not deletes:
             raise
@@ -80,6 +82,13 @@ def _delete_entries(data: Any) -> tuple[list[tuple[str, str]], list[InputIssue]]
     return deletes, issues
 
 
+def shared_references(resources: Iterable[dict[str, Any]]) -> list[str]:
+    """The shared resources ("Medication/7") the medication records among `resources` name by
+    `medicationReference` (contained "#id" references stay inside their resource)."""
+    found = (ref_id(r.get("medicationReference")) for r in resources if r.get("resourceType") in MEDICATION_RECORDS)
+    return sorted({ref for ref in found if ref and ref.startswith("Medication/")})
+
+
 def digest(result: dict[str, Any]) -> str:
     """sha256 of the per-patient object without its time stamps (canonical JSON, sorted keys)."""
     stable = {k: v for k, v in result.items() if k not in _VOLATILE}
@@ -96,21 +105,37 @@ class Ingestor:
     evaluator: Evaluator
 
     def merge(self, tx: StoreTx, message: Decoded) -> list[str]:
-        """Write one message into the open transaction; the patients whose stored state changed, in order."""
+        """Write one message into the open transaction; the patients whose stored state changed, in order.
+
+        Resources that belong to no patient (a Medication that `medicationReference` names) are stored under
+        `SHARED`; a change to one re-evaluates every patient whose stored resources refer to it."""
         changed: dict[str, None] = {}
+
+        def touch(patients: Iterable[str]) -> None:
+            for patient in patients:
+                if patient != SHARED and patient not in changed:
+                    tx.lock_patient(patient)
+                    changed[patient] = None
+
         for rtype, rid in message.deletes:
             patient = tx.delete(rtype, rid)
-            if patient is not None:
+            if patient == SHARED:
+                touch(tx.referrers(f"{rtype}/{rid}"))
+            elif patient is not None:
                 changed[patient] = None
+        for resource in message.parsed.shared:
+            if tx.upsert(SHARED, resource).changed:
+                touch(tx.referrers(f"{resource.get('resourceType')}/{resource.get('id')}"))
         for group in message.parsed.patients:
             tx.lock_patient(group.patient)
             for resource in group.resources:
                 upserted = tx.upsert(group.patient, resource)
                 if upserted.changed:
                     changed[group.patient] = None
-                if upserted.left is not None and upserted.left not in changed:  # moved away: re-evaluate them too
-                    tx.lock_patient(upserted.left)
-                    changed[upserted.left] = None
+                if upserted.left is not None:  # moved away: re-evaluate them too
+                    touch([upserted.left])
+            if tx.refer(group.patient, shared_references(group.resources)):
+                changed[group.patient] = None
         return list(changed)
 
     def evaluate(self, tx: StoreTx, patient: str, day: date) -> dict[str, Any] | None:

@@ -117,17 +117,18 @@ def parse_bundle(body: bytes) -> ParsedBundle:
     return read_bundle(load_json(body))
 
 
-def read_bundle(data: Any) -> ParsedBundle:
+def read_bundle(data: Any, *, shared_alone: bool = False) -> ParsedBundle:
     """The resources of a parsed Bundle (any Bundle.type), validated and grouped by patient.
 
     Raises `BundleError(422, …)` when `data` is not a Bundle, has no entries, or leaves no patient-linked
-    resource once invalid and unlinked resources are dropped.
+    resource once invalid and unlinked resources are dropped — unless `shared_alone` and it holds resources of
+    SHARED_TYPES (a message that only updates a Medication, for the patient store).
     """
     entries = _entries(data)
     reader = _Reader(_full_url_index(entries))
     for i, entry in enumerate(entries):
         reader.read(i, entry)
-    if not reader.groups:
+    if not reader.groups and not (shared_alone and reader.shared):
         raise BundleError(422, "processing", reader.why_empty(len(entries)))
     return reader.result()
 
@@ -409,6 +410,7 @@ class _Reader:
             (self.unlinked, "without a patient link"),
             (self.ignored, "of types the rules do not use"),
             (self.empty, "without a resource"),
+            (len(self.shared), "without a patient of their own (Medication)"),
         ]
         said = ", ".join(f"{n} {what}" for n, what in counts if n)
         first = f"; first problem: {self.issues[0].detail}" if self.issues else ""

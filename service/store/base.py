@@ -18,6 +18,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+SHARED = ""  # the patient key of resources that belong to no patient (Medication), shared by their referrers
 ISSUED_CARDS_KEPT_S = 30 * 24 * 3600  # issued cards older than this are deleted (their feedback: unmatched)
 
 
@@ -118,7 +119,15 @@ class StoreTx(Protocol):
         """Remove a resource (a transaction's DELETE entry); the patient key it belonged to, or None."""
 
     def resources(self, patient: str) -> list[dict[str, Any]]:
-        """The patient's current resources, in a stable order (resource type, then key)."""
+        """The patient's current resources, in a stable order (resource type, then key), followed by the live
+        shared resources (stored under `SHARED`) the patient refers to, by key."""
+
+    def refer(self, patient: str, keys: Sequence[str]) -> bool:
+        """Record that the patient's resources refer to the shared resources `keys` ("Medication/7"); True when
+        a reference was new."""
+
+    def referrers(self, key: str) -> list[str]:
+        """The patients whose resources refer to the shared resource `key`, in order."""
 
     def result(self, patient: str) -> StoredResult | None: ...
 

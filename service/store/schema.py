@@ -75,6 +75,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX cds_issued_cards_by_time ON cds_issued_cards (issued_at)",
     ),
+    (  # 4: resources without a patient of their own (Medication), and which patients refer to them
+        # the resources themselves live in `resources` under the patient key '' (base.SHARED)
+        """CREATE TABLE shared_refs (
+            key {ctext} NOT NULL,
+            patient TEXT NOT NULL,
+            PRIMARY KEY (key, patient)
+        )""",
+        "CREATE INDEX shared_refs_by_patient ON shared_refs (patient, key)",
+    ),
 )
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

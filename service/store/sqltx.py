@@ -15,6 +15,7 @@ import orjson
 from service.store import merge
 from service.store.base import (
     ISSUED_CARDS_KEPT_S,
+    SHARED,
     FeedbackCount,
     FeedbackRecord,
     IssuedCardRecord,
@@ -36,6 +37,12 @@ _PUT_RESOURCE = (
 )
 _DELETE_RESOURCE = "DELETE FROM resources WHERE key = ? AND live = 1 RETURNING patient"
 _PATIENT_RESOURCES = "SELECT body FROM resources WHERE patient = ? AND live = 1 ORDER BY resource_type, key"
+_SHARED_OF = (
+    "SELECT r.body FROM shared_refs s JOIN resources r ON r.key = s.key"
+    " WHERE s.patient = ? AND r.patient = '' AND r.live = 1 ORDER BY r.key"
+)
+_ADD_REF = "INSERT INTO shared_refs (key, patient) VALUES (?, ?) ON CONFLICT (key, patient) DO NOTHING RETURNING 1"
+_REFERRERS = "SELECT patient FROM shared_refs WHERE key = ? ORDER BY patient"
 _GET_RESULT = "SELECT body, digest FROM results WHERE patient = ?"
 _PUT_RESULT = (
     "INSERT INTO results (patient, body, digest, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (patient)"
@@ -83,6 +90,9 @@ class Queries:
     put_resource: str
     delete_resource: str
     patient_resources: str
+    shared_of: str
+    add_ref: str
+    referrers: str
     get_result: str
     put_result: str
     get_offset: str
@@ -97,7 +107,7 @@ class Queries:
 
     @classmethod
     def of(cls, dialect: Dialect, lock_patient: str | None = None) -> Queries:
-        raw = (_GET_RESOURCE, _PUT_RESOURCE, _DELETE_RESOURCE, _PATIENT_RESOURCES)
+        raw = (_GET_RESOURCE, _PUT_RESOURCE, _DELETE_RESOURCE, _PATIENT_RESOURCES, _SHARED_OF, _ADD_REF, _REFERRERS)
         more = (_GET_RESULT, _PUT_RESULT, _GET_OFFSET, _PUT_OFFSET, lock_patient)
         cds = (_REMEMBER_JTI, _PURGE_JTI, _ADD_FEEDBACK, _FEEDBACK_COUNTS, _ISSUED_CARD, _PURGE_CARDS)
         return cls(
@@ -266,7 +276,16 @@ class SqlTx:
         return str(found[0][0]) if found else None
 
     def resources(self, patient: str) -> list[dict[str, Any]]:
-        return [orjson.loads(row[0]) for row in self._rows(self._q.patient_resources, (patient,))]
+        own = [orjson.loads(row[0]) for row in self._rows(self._q.patient_resources, (patient,))]
+        if not own or patient == SHARED:
+            return own
+        return own + [orjson.loads(row[0]) for row in self._rows(self._q.shared_of, (patient,))]
+
+    def refer(self, patient: str, keys: Sequence[str]) -> bool:
+        return any([bool(self._rows(self._q.add_ref, (key, patient))) for key in sorted(set(keys))])
+
+    def referrers(self, key: str) -> list[str]:
+        return [str(row[0]) for row in self._rows(self._q.referrers, (key,))]
 
     def result(self, patient: str) -> StoredResult | None:
         return read_result(self._rows, self._q, patient)

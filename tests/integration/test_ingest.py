@@ -88,6 +88,35 @@ def test_bundles_in_parts_add_up_to_the_whole(client: httpx.Client) -> None:
     assert _without_time(_stored(client, pid).json()) == _without_time(whole)
 
 
+MEDREF = Path(__file__).resolve().parents[1] / "fixtures" / "tx-horm-pc-on-leuprolide-by-medication-reference"
+
+
+def _codes(result: dict[str, Any]) -> set[str]:
+    return {r["code"] for r in result["recommendations"]}
+
+
+def test_a_medication_named_by_reference_is_kept_with_the_patient(client: httpx.Client) -> None:
+    """A Medication resource has no patient: it is stored once, shared, and comes back with every patient whose
+    MedicationRequest names it, also when it arrives in another message (before or after) or changes later."""
+    bundle = json.loads((MEDREF / "bundle.json").read_text())
+    pid = _patient(bundle)
+    [evaluated] = client.post("/evaluate", content=json.dumps(bundle), headers=FHIR).json()["results"]
+    assert "adt" not in _codes(evaluated)  # ADT active through the Medication resource
+    medication = [e for e in bundle["entry"] if e["resource"]["resourceType"] == "Medication"]
+    rest = [e for e in bundle["entry"] if e["resource"]["resourceType"] != "Medication"]
+    without = _ingest(client, {**bundle, "entry": rest})
+    assert "adt" in _codes(without), "the request alone names no drug"
+    response = client.post("/ingest", content=json.dumps({**bundle, "entry": medication}), headers=FHIR)
+    assert response.status_code == 200, response.text
+    [after] = response.json()["results"]  # the patient that refers to it is re-evaluated
+    assert _without_time(after) == _without_time(evaluated)
+    assert _without_time(_stored(client, pid).json()) == _without_time(evaluated)
+    changed = copy.deepcopy(medication)
+    changed[0]["resource"]["code"] = {"text": "paracetamol"}
+    [again] = client.post("/ingest", content=json.dumps({**bundle, "entry": changed}), headers=FHIR).json()["results"]
+    assert "adt" in _codes(again)
+
+
 def _metastases(result: dict[str, Any]) -> Any:
     return result["assessment"]
 

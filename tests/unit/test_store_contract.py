@@ -14,7 +14,7 @@ import psycopg
 import pytest
 
 from service.store import Merge, Store, StoredResult, StoreError, open_store
-from service.store.base import ISSUED_CARDS_KEPT_S, FeedbackRecord, IssuedCardRecord
+from service.store.base import ISSUED_CARDS_KEPT_S, SHARED, FeedbackRecord, IssuedCardRecord
 from service.store.schema import current_version
 
 P1, P2 = "Patient/p1", "Patient/p2"
@@ -173,6 +173,29 @@ def test_resources_in_type_then_key_order(store: Store) -> None:
             ("Observation", "b"),
             ("Patient", "p1"),
         ]
+
+
+def medication(rid: str, name: str) -> dict[str, Any]:
+    return {"resourceType": "Medication", "id": rid, "code": {"text": name}}
+
+
+def test_shared_resources_come_with_the_patients_that_refer_to_them(store: Store) -> None:
+    with store.transaction() as tx:
+        for resource in (medication("m1", "leuprolide"), medication("m2", "letrozole"), medication("m3", "x")):
+            assert tx.upsert(SHARED, resource).merge is Merge.ADDED
+        tx.upsert(P1, obs("o1"))
+        tx.upsert(P2, obs("o2"))
+        assert tx.refer(P1, ["Medication/m2", "Medication/m1", "Medication/absent"]) is True
+        assert tx.refer(P1, ["Medication/m1"]) is False  # known already
+        assert tx.refer(P2, ["Medication/m1"]) is True
+        assert [r["id"] for r in tx.resources(P1)] == ["o1", "m1", "m2"]  # own first, then shared by key
+        assert [r["id"] for r in tx.resources(P2)] == ["o2", "m1"]
+        assert tx.referrers("Medication/m1") == [P1, P2]
+        assert tx.referrers("Medication/m3") == []
+        assert tx.delete("Medication", "m2") == SHARED
+        assert [r["id"] for r in tx.resources(P1)] == ["o1", "m1"]
+        tx.refer("Patient/p3", ["Medication/m1"])
+        assert tx.resources("Patient/p3") == []  # references alone are no patient state
 
 
 # --- results, offsets, transactions -------------------------------------------------------------------------------
