@@ -124,6 +124,8 @@ ALIASES = {
     "lesions_mirels_conflicting": "mirels",
     "lesions_fracture_unknown": "fracture",
     "lesions_fracture_conflicting": "fracture",
+    "lesions_mscc_or_neuro_deficit_unknown": "mscc_or_neuro_deficit",
+    "lesions_mscc_or_neuro_deficit_conflicting": "mscc_or_neuro_deficit",
     "life_expectancy_6m": "life_expectancy",
     "calcium_low": "ca_corrected_mg_dl",
     "calcium_mg_dl": "ca_corrected_mg_dl",

@@ -127,7 +127,8 @@ def _treatment_facts(
         ),
     )
     _put_all(pf, treatment.medication_facts(uses, pf.as_of))
-    _put_all(pf, treatment.za_renal_facts(uses, readings["scr_current_mg_dl"], pf.as_of, creatinine_si(obs)))
+    scr = readings["scr_current_mg_dl"]
+    _put_all(pf, treatment.za_renal_facts(uses, scr, pf.as_of, creatinine_si(obs), options.stale_renal_days))
     pf.put(treatment.calcium_low(obs, pf))
     pf.put(treatment.dental_fact(pf, pf.as_of, options.dental_exam_months))
     _put_all(pf, treatment.genomic_facts(obs))
@@ -170,6 +171,9 @@ def _needs_stabilisation(pf: PatientFacts) -> Fact:
             _open(open_inputs, lesion, "lesion_mirels_score", "mirels")
         if lesion.fracture is None:
             _open(open_inputs, lesion, "lesion_fracture", "fracture")
+    mscc = pf.get("mscc_or_neuro_deficit")
+    if not mscc.usable:  # a record with an invalid or conflicting value (no record at all is "no", §1.1)
+        open_inputs.setdefault(("mscc_or_neuro_deficit", mscc.status), []).extend(mscc.sources)
     if open_inputs:
         names = []
         for (public, status), conditions in open_inputs.items():

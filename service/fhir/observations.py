@@ -24,6 +24,7 @@ from service.fhir.readings import (
     Reading,
     Selected,
     by_focus,
+    focus_of,
     latest,
     read_all,
     to_fact,
@@ -88,7 +89,10 @@ def local_facts(obs: ObsIndex, issues: list[InputIssue]) -> list[Fact]:
         mine = obs.local(spec.code)
         readings = [r for r in read_all(mine, spec.extract, spec.fact, issues) if r.focus is None]
         fact = to_fact(spec.fact, latest(readings))
-        if fact.status is FactStatus.UNKNOWN and spec.closed_default is not None:
+        # closed world (§1.1): no record means the default; a record with an invalid value (DQ-04, discarded) is
+        # not "no record" and leaves the fact unknown, and two values on one date stay conflicting
+        recorded = any(usable(o) and focus_of(o) is None for o in mine)
+        if fact.status is FactStatus.UNKNOWN and spec.closed_default is not None and not recorded:
             fact = known(spec.fact, spec.closed_default)
         facts.append(fact)
     return facts + receptor_facts(obs, issues)
@@ -446,8 +450,6 @@ def _note(met: Metastasis, missing: str) -> Fact:
 
 
 def _focus(obs: Resource) -> str | None:
-    from service.fhir.readings import focus_of
-
     return focus_of(obs)
 
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from datetime import date
+from datetime import date, timedelta
 
-from service.domain.facts import Fact, InputIssue, PatientFacts, known, unknown
+from service.domain.facts import Fact, FactStatus, InputIssue, PatientFacts, known, unknown
 from service.fhir.codes import NEGATIVE, POSITIVE
 from service.fhir.medications import MedicationUse, active_classes, ordered_classes
 from service.fhir.readings import ObsIndex, Reading
@@ -74,6 +74,7 @@ def za_renal_facts(
     creatinine: list[Reading],
     as_of: date,
     si: Mapping[tuple[str, float], float] | None = None,
+    stale_days: int = 30,
 ) -> list[Fact]:
     """BMA-03 [LABEL]: baseline = latest SCr before the first zoledronic acid dose; withhold when SCr rose by
     ≥ 0.5 mg/dL (baseline < 1.4) or ≥ 1.0 mg/dL (baseline ≥ 1.4); resume within 10 % of baseline. Two results both
@@ -89,6 +90,23 @@ def za_renal_facts(
     if not before or not after:
         return [unknown("za_renal_deterioration", ("scr_baseline_mg_dl" if not before else "scr_current_mg_dl",))]
     baseline, latest = before[-1], after[-1]
+    # two different values on the baseline's or the current result's date: conflicting (fhir-mapping §2.1); a
+    # current result older than the renal window: stale (DQ-05) — either way no decision, and the input is named
+    base_day = [r for r in before if r.effective == baseline.effective]
+    if len({float(r.value) for r in base_day}) > 1:
+        sources = tuple(r.source for r in base_day)
+        return [
+            Fact("scr_baseline_mg_dl", None, FactStatus.CONFLICTING, sources, baseline.effective),
+            unknown("za_renal_deterioration", ("scr_baseline_mg_dl",)),
+        ]
+    current_day = [r for r in after if r.effective == latest.effective]
+    if len({float(r.value) for r in current_day}) > 1 or (
+        latest.effective is not None and latest.effective < as_of - timedelta(days=stale_days)
+    ):
+        return [
+            known("scr_baseline_mg_dl", float(baseline.value), (baseline.source,), baseline.effective),
+            unknown("za_renal_deterioration", ("scr_current_mg_dl",)),
+        ]
     met_before = any(_withhold(*_pair(baseline, r, si or {})) for r in after)
     base, current, unit = _pair(baseline, latest, si or {})
     deteriorated = _withhold(base, current, unit) or (met_before and not _at_least(1.10 * base, current))
@@ -96,6 +114,7 @@ def za_renal_facts(
     course = f"{base:g} → {current:g} {unit}" + (", compared with the label's µmol/L figures" if unit != MG_DL else "")
     return [
         known("scr_baseline_mg_dl", float(baseline.value), (baseline.source,), baseline.effective),
+        known("za_scr_current", float(latest.value), (latest.source,), latest.effective),
         known("za_renal_deterioration", deteriorated, sources, latest.effective),
         known("za_scr_course", course, sources, latest.effective),
     ]

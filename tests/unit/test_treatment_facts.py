@@ -52,6 +52,34 @@ def test_creatinine_rise_at_the_label_boundary(baseline: float, current: float, 
     assert _deteriorated(baseline, current) is withhold
 
 
+def _renal(*scr: Reading, as_of: date = date(2026, 4, 1)) -> dict[str, Fact]:
+    return {f.name: f for f in za_renal_facts([_za()], list(scr), as_of, None, 30)}
+
+
+def test_two_current_creatinine_values_on_one_date_decide_nothing() -> None:
+    """fhir-mapping §2.1: two values on the latest date are conflicting; BMA-03 then needs the input, not a guess."""
+    other = Reading(1.0, date(2026, 3, 5), "Observation/scr-3-5-b", None)
+    facts = _renal(_scr(1.0, 5, 1), _scr(1.6, 5, 3), other)
+    assert not facts["za_renal_deterioration"].usable
+    assert facts["za_renal_deterioration"].missing == ("scr_current_mg_dl",)
+
+
+def test_two_baseline_values_on_one_date_make_the_baseline_conflicting() -> None:
+    other = Reading(1.5, date(2026, 1, 5), "Observation/scr-1-5-b", None)
+    facts = _renal(_scr(1.0, 5, 1), other, _scr(1.6, 5, 3))
+    assert facts["scr_baseline_mg_dl"].status is FactStatus.CONFLICTING
+    assert facts["za_renal_deterioration"].missing == ("scr_baseline_mg_dl",)
+
+
+def test_a_current_creatinine_older_than_the_renal_window_decides_nothing() -> None:
+    """DQ-05: creatinine older than 30 days when a BMA decision needs it → stale-input, no recommendation."""
+    fresh = _renal(_scr(1.0, 5, 1), _scr(1.6, 1, 3), as_of=date(2026, 3, 31))  # 30 days: still in the window
+    assert fresh["za_renal_deterioration"].value is True
+    assert fresh["za_scr_current"].value == 1.6
+    stale = _renal(_scr(1.0, 5, 1), _scr(1.6, 1, 3), as_of=date(2026, 4, 1))  # 31 days
+    assert stale["za_renal_deterioration"].missing == ("scr_current_mg_dl",)
+
+
 def test_cockcroft_gault_is_compared_unrounded_at_the_label_bands() -> None:
     just_below_30 = cockcroft_gault(80, 71.9, 2.0, female=False)  # (140 − 80) × 71.9 / 144 = 29.958…
     assert 29.95 < just_below_30 < 30
