@@ -271,7 +271,12 @@ def status_facts(obs: ObsIndex, picture: CancerPicture) -> list[Fact]:
     # OMD-03 names only a missing treatment record as the cause of an unknown controlled primary
     # (clinical-rules.md §3.4), so no disease status on the primary reads as "not progressing".
     progressing = to_fact("primary_progressing", latest(primary))
-    if progressing.status is FactStatus.UNKNOWN or progressing.value == UNDETERMINED:
+    # a local recurrence (the primary's clinicalStatus recurrence or relapse) is progression at the primary site
+    # (clinical-rules.md §1.2 `primary_progressing` "or local recurrence"; §3.4 reads the primary's clinicalStatus)
+    recurred = [rid(p) for p in picture.primaries if _clinical_status(p) in ("recurrence", "relapse")]
+    if recurred:
+        progressing = known("primary_progressing", True, (*recurred, *progressing.sources))
+    elif progressing.status is FactStatus.UNKNOWN or progressing.value == UNDETERMINED:
         progressing = known("primary_progressing", False, progressing.sources, progressing.effective)
     facts = [progressing]
     lesions = [latest(groups.get(m.condition, [])) for m in picture.distant]
@@ -286,6 +291,10 @@ def status_facts(obs: ObsIndex, picture: CancerPicture) -> list[Fact]:
     else:
         facts.append(unknown("any_omd_lesion_progressing"))
     return facts + _history(picture)
+
+
+def _clinical_status(condition: Resource) -> str | None:
+    return next((code for _, code in codings(condition.get("clinicalStatus"))), None)
 
 
 def _history(picture: CancerPicture) -> list[Fact]:
