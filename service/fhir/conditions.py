@@ -27,7 +27,9 @@ INACTIVE_CLINICAL = frozenset({"inactive", "resolved", "remission"})
 EXCLUDED_VERIFICATION = frozenset({"refuted", "entered-in-error"})
 PRIMARY_PROFILE = "mcode-primary-cancer-condition"
 SECONDARY_PROFILE = "mcode-secondary-cancer-condition"
-REGIONAL_NODE_CODES = {"94181007"}  # axillary nodes: regional for breast cancer [CONFIG]
+# axillary nodes, SNOMED 94181007 and its ICD-10-CM twin C77.3 (fhir-mapping §4.1): regional (N category), not
+# counted as metastases (clinical-rules §3.1) [CONFIG: regional vs distant depends on the primary]
+REGIONAL_NODE_CODES = {"94181007", "C77.3"}
 
 
 @dataclass(slots=True)
