@@ -28,6 +28,7 @@ FACT_LABELS: dict[str, str] = {
     "castration_status": "castration status (local code castration-status)",
     "adt_last_6_months": "ADT within the last 6 months (medication list)",
     "brain_mets": "brain metastasis",
+    "lymph_node_ge_3cm": "lymph node ≥ 3 cm (Tumor Size 21889-1 with focus → each nodal metastasis)",
     "er": "oestrogen receptor status",
     "pr": "progesterone receptor status",
     "her2": "HER2 status",

@@ -135,6 +135,7 @@ def _treatment_facts(
     _put_all(pf, treatment.derived_statuses(pf, uses, pf.issues))
     pf.put(_solitary_bone(picture))
     pf.put(observations.brain_size_fact(obs, picture))
+    pf.put(observations.lymph_node_size_fact(obs, picture))
     melanoma = [c for c in picture.primaries if codes.is_melanoma(c.get("code"))]
     pf.put(known("melanoma", bool(melanoma), tuple(rid(c) for c in melanoma)))
 

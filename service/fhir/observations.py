@@ -493,21 +493,46 @@ def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: li
 __all__ = ["lesion_facts", "local_facts", "staging_facts", "status_facts", "usable"]
 
 
+def _sizes(obs: ObsIndex, lesions: set[str]) -> dict[str, list[tuple[float, str]]]:
+    """Tumor Size (LOINC 21889-1) values in mm per lesion (focus → the lesion's Condition), value and components."""
+    found: dict[str, list[tuple[float, str]]] = {}
+    for o in obs.coded(LOINC, [codes.TUMOR_SIZE]):
+        focus = _focus(o)
+        if not usable(o) or focus not in lesions:
+            continue
+        values = [o.get("valueQuantity")] + [c.get("valueQuantity") for c in o.get("component") or []]
+        for q in values:
+            if isinstance(q, dict) and isinstance(q.get("value"), int | float):
+                factor = {"mm": 1.0, "cm": 10.0}.get(str(q.get("code") or q.get("unit")))
+                if factor:
+                    found.setdefault(focus, []).append((float(q["value"]) * factor, rid(o)))
+    return found
+
+
 def brain_size_fact(obs: ObsIndex, picture: CancerPicture) -> Fact:
     """brain_met_gt_3cm: Tumor Size (LOINC 21889-1) with focus → a brain metastasis, longest value > 30 mm."""
     brain = {m.condition for m in picture.distant if m.organ == "brain"}
     if not brain:
         return known("brain_met_gt_3cm", False)
-    sizes: list[tuple[float, str]] = []
-    for o in obs.coded(LOINC, [codes.TUMOR_SIZE]):
-        if usable(o) and _focus(o) in brain:
-            values = [o.get("valueQuantity")] + [c.get("valueQuantity") for c in o.get("component") or []]
-            for q in values:
-                if isinstance(q, dict) and isinstance(q.get("value"), int | float):
-                    factor = {"mm": 1.0, "cm": 10.0}.get(str(q.get("code") or q.get("unit")))
-                    if factor:
-                        sizes.append((float(q["value"]) * factor, rid(o)))
+    sizes = [size for found in _sizes(obs, brain).values() for size in found]
     if not sizes:
         return unknown("brain_met_gt_3cm")
     largest, source = max(sizes)
     return known("brain_met_gt_3cm", largest > 30, (source,))
+
+
+def lymph_node_size_fact(obs: ObsIndex, picture: CancerPicture) -> Fact:
+    """lymph_node_ge_3cm (RA223, clinical-rules.md §6.10 "no lymph node ≥ 3 cm", ALSYMPCA): any active nodal
+    metastasis (regional or not) with a Tumor Size ≥ 30 mm; false when there is none or every one is measured
+    smaller; unknown when a node has no size."""
+    nodes = {m.condition for m in picture.mets if m.active and m.organ == "lymph-node"}
+    if not nodes:
+        return known("lymph_node_ge_3cm", False)
+    sizes = _sizes(obs, nodes)
+    large = sorted(source for found in sizes.values() for mm, source in found if mm >= 30)
+    if large:
+        return known("lymph_node_ge_3cm", True, tuple(large))
+    unmeasured = sorted(nodes - set(sizes))
+    if unmeasured:
+        return unknown("lymph_node_ge_3cm", sources=tuple(unmeasured))
+    return known("lymph_node_ge_3cm", False, tuple(sorted(s for found in sizes.values() for _, s in found)))
