@@ -12,7 +12,7 @@ from service.domain.facts import Fact, FactStatus, InputIssue, PatientFacts, kno
 from service.fhir.codes import NEGATIVE, POSITIVE
 from service.fhir.medications import MedicationUse, active_classes, ordered_classes
 from service.fhir.readings import ObsIndex, Reading
-from service.fhir.util import LOINC, Resource, add_months, codings, has_code, parse_date
+from service.fhir.util import LOINC, Resource, add_months, codings, effective_date, has_code, parse_date
 
 ZOLEDRONIC_ACID = "77655"
 HYPOCALCAEMIA_MG_DL = 8.5  # fallback when the lab gives no interpretation [KNOW]
@@ -172,16 +172,20 @@ def dental_fact(pf: PatientFacts, as_of: date, months: int = 6) -> Fact:
     return known("dental_exam_recent", recent, pf.get("dental_exam_date").sources if recent else ())
 
 
+Genomic = tuple[bool | None, str, tuple[object, ...]]  # (result, Observation, what was tested and when)
+
+
 def genomic_facts(obs: ObsIndex) -> list[Fact]:
     """EGFR sensitizing mutation / ALK fusion from genomic results only; EGFR protein IHC (39004-7) never counts."""
-    egfr: list[tuple[bool | None, str]] = []
-    alk: list[tuple[bool | None, str]] = []
+    egfr: list[Genomic] = []
+    alk: list[Genomic] = []
     for o in obs:
         if o.get("status") not in ("final", "amended", "corrected", "preliminary"):
             continue
         ref = f"Observation/{o.get('id')}"
+        day = effective_date(o)
         if has_code(o.get("code"), LOINC, ALK_FISH):
-            alk.append((_present(o), ref))
+            alk.append((_present(o), ref, ("fish", day)))
         if not has_code(o.get("code"), LOINC, ("69548-6",)):
             continue
         genes = {
@@ -191,10 +195,21 @@ def genomic_facts(obs: ObsIndex) -> list[Fact]:
             for _, c in codings(comp.get("valueCodeableConcept"))
         }
         if ALK_HGNC in genes:
-            alk.append((_present(o), ref))
+            alk.append((_present(o), ref, ("variant", day, _variant(o))))
         if EGFR_HGNC in genes:
-            egfr.append((_egfr_sensitizing(o), ref))
+            egfr.append((_egfr_sensitizing(o), ref, ("variant", day, _variant(o))))
     return [_genomic("egfr_sensitizing_mutation", egfr), _genomic("alk_fusion", alk)]
+
+
+def _variant(o: Resource) -> tuple[str, ...]:
+    """What a genomic result says was found or sought, apart from the gene (its other components' codings/texts)."""
+    found = []
+    for comp in o.get("component") or []:
+        if has_code(comp.get("code"), LOINC, (GENE_STUDIED,)):
+            continue
+        value = comp.get("valueCodeableConcept") or {}
+        found += [f"{s}|{c}" for s, c in codings(value)] + [str(value.get("text", ""))]
+    return tuple(sorted(set(found) - {""}))
 
 
 def _present(o: Resource) -> bool | None:
@@ -265,11 +280,19 @@ def _exon19_deletion(match: re.Match[str]) -> bool:
     return first in EGFR_EXON19_CODONS and last >= first
 
 
-def _genomic(name: str, results: list[tuple[bool | None, str]]) -> Fact:
-    sources = tuple(ref for _, ref in results)
-    if any(v is True for v, _ in results):
+def _genomic(name: str, results: list[Genomic]) -> Fact:
+    """Any positive result decides (a tumour keeps its driver), except one contradicted on the same date by a result
+    of the same test (fhir-mapping.md §2.1: two values on one date are conflicting)."""
+    sources = tuple(ref for _, ref, _ in results)
+    seen: dict[tuple[object, ...], set[bool | None]] = {}
+    for value, _, test in results:
+        seen.setdefault(test, set()).add(value)
+    contradicted = {test for test, values in seen.items() if {True, False} <= values}
+    if any(v is True and test not in contradicted for v, _, test in results):
         return known(name, True, sources)
-    if results and all(v is False for v, _ in results):
+    if contradicted:
+        return Fact(name, None, FactStatus.CONFLICTING, tuple(r for _, r, t in results if t in contradicted))
+    if results and all(v is False for v, _, _ in results):
         return known(name, False, sources)
     return unknown(name)
 

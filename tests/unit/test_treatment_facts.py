@@ -122,6 +122,37 @@ def test_alk_fish_result_values(value: dict[str, object], fusion: bool | None) -
     assert alk.value is fusion
 
 
+def _fish(rid: str, answer: str, day: str) -> dict[str, object]:
+    code = {"coding": [{"system": "http://loinc.org", "code": "78205-2"}]}
+    value = _coded("http://loinc.org", answer)
+    resource = {"resourceType": "Observation", "id": rid, "status": "final", "code": code, "effectiveDateTime": day}
+    return {**resource, **value}
+
+
+@pytest.mark.parametrize(
+    ("results", "status", "value"),
+    [
+        # positive and negative on one date: conflicting (fhir-mapping §2.1), not "the positive one wins"
+        ([("a", "LA6576-8", "2026-10-01"), ("b", "LA6577-6", "2026-10-01")], FactStatus.CONFLICTING, None),
+        # on different dates a positive result still decides (a tumour keeps its driver)
+        ([("a", "LA6576-8", "2026-09-01"), ("b", "LA6577-6", "2026-10-01")], FactStatus.KNOWN, True),
+        # a contradicted pair does not hide another, uncontradicted positive result
+        (
+            [("a", "LA6576-8", "2026-10-01"), ("b", "LA6577-6", "2026-10-01"), ("c", "LA6576-8", "2026-08-01")],
+            FactStatus.KNOWN,
+            True,
+        ),
+        ([("a", "LA6577-6", "2026-10-01"), ("b", "LA6577-6", "2026-10-01")], FactStatus.KNOWN, False),
+    ],
+)
+def test_same_day_genomic_results_that_disagree_are_conflicting(
+    results: list[tuple[str, str, str]], status: FactStatus, value: bool | None
+) -> None:
+    obs = ObsIndex([_fish(*r) for r in results])
+    alk = {f.name: f for f in genomic_facts(obs)}["alk_fusion"]
+    assert (alk.status, alk.value) == (status, value)
+
+
 def _egfr_variant(change_coding: dict[str, object]) -> ObsIndex:
     gene = {
         "code": {"coding": [{"system": "http://loinc.org", "code": "48018-6"}]},
