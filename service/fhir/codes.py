@@ -97,16 +97,45 @@ def is_melanoma(code: object) -> bool:
     return False
 
 
+# Specific ICD-10-CM secondaries of visceral organs outside the §4.1 rows, by code prefix: the "other visceral" of
+# clinical-rules §1.2 `visceral_mets` [KNOW: ICD-10-CM chapter C78–C79 titles]. Mediastinum (C78.1), skin (C79.2),
+# other nervous system (C79.4-), breast (C79.81) and unspecified sites stay `other` (organ unknown → visceral unknown).
+OTHER_VISCERAL_ICD10 = (
+    "C78.3",  # other and unspecified respiratory organs
+    "C78.4",  # small intestine
+    "C78.5",  # large intestine and rectum
+    "C78.8",  # other and unspecified digestive organs
+    "C79.0",  # kidney and renal pelvis
+    "C79.1",  # bladder and other urinary organs
+    "C79.6",  # ovary
+    "C79.82",  # genital organs
+)
+
+
+def organ_bucket(organ: str) -> str:
+    """The organ as `assessment.organs` / `lesions[].organ` show it: the §4.1 buckets (`other-visceral` is ours, to
+    know it is visceral, and shows as `other`)."""
+    return "other" if organ == "other-visceral" else organ
+
+
 def secondary_organ(code: object) -> tuple[bool, str | None]:
-    """(is a secondary cancer code, organ bucket or None when the code does not say)."""
+    """(is a secondary cancer code, organ bucket or None when the code does not say). A coding that names the organ
+    wins over a generic one, whatever their order (e.g. SNOMED 128462008 next to ICD-10-CM C78.7)."""
+    secondary, organ = False, None
     for system, value in codings(code):
+        found: tuple[bool, str | None] = (False, None)
         if system == SNOMED and value in SECONDARY_SNOMED:
-            return True, SECONDARY_SNOMED[value]
-        if system == ICD10CM and value in SECONDARY_ICD10:
-            return True, SECONDARY_ICD10[value]
-        if system == ICD10CM and value[:3] in ("C77", "C78", "C79", "C7B"):
-            return True, "lymph-node" if value.startswith("C77") else None
-    return False, None
+            found = True, SECONDARY_SNOMED[value]
+        elif system == ICD10CM and value in SECONDARY_ICD10:
+            found = True, SECONDARY_ICD10[value]
+        elif system == ICD10CM and value[:3] in ("C77", "C78", "C79", "C7B"):
+            visceral = value.startswith(OTHER_VISCERAL_ICD10)
+            found = True, "lymph-node" if value.startswith("C77") else "other-visceral" if visceral else None
+        if found[0]:
+            secondary = True
+            if found[1] is not None:
+                return True, found[1]
+    return secondary, organ
 
 
 def primary_site(code: object) -> str | None:

@@ -105,7 +105,7 @@ def _patient_facts_of(
     resections = planned_resections(by_type.get("Procedure", []), by_type.get("ServiceRequest", []), picture)
     pf.lesions = [_lesion(m, obs, picture, pf.issues, resections.get(m.condition)) for m in active]
     pf.issues.extend(_derived_mirels(lesion) for lesion in pf.lesions if _mirels_site_derived(lesion))
-    pf.organs = sorted({m.organ for m in picture.distant})
+    pf.organs = sorted({codes.organ_bucket(m.organ) for m in picture.distant})
     pf.put(_needs_stabilisation(pf))
     return pf
 
@@ -472,7 +472,7 @@ def _lesion(
     long_bone = facts_value(facts, "lesion_long_bone") is True  # Mirels scope (clinical-rules.md §5.1)
     return LesionFacts(
         condition=met.condition,
-        organ=met.organ,
+        organ=codes.organ_bucket(met.organ),
         site_class=met.site_class,
         facts={f.name: f for f in facts},
         mirels_score=score if isinstance(score, int) and long_bone else None,
