@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 
 from service.domain.facts import InputIssue
 from service.fhir import codes
@@ -14,6 +14,7 @@ from service.fhir.util import (
     LOCAL,
     SNOMED,
     Resource,
+    add_months,
     codings,
     extensions,
     has_code,
@@ -58,6 +59,7 @@ class CancerPicture:
     primaries: list[Resource] = field(default_factory=list)
     primary_site: str | None = None
     primary_dx_date: date | None = None
+    primary_dx_latest: date | None = None  # the latest day a partial primary date allows
     primary_ids: list[str] = field(default_factory=list)
     mets: list[Metastasis] = field(default_factory=list)
     total_count: Reading | None = None
@@ -89,13 +91,31 @@ def is_active(condition: Resource) -> bool:
 
 
 def dx_date(condition: Resource) -> date | None:
+    return dx_dates(condition)[0]
+
+
+def dx_dates(condition: Resource) -> tuple[date | None, date | None]:
+    """The earliest and latest diagnosis date the record allows: a partial date (YYYY or YYYY-MM) spans its year or
+    month (contract.md §3: never guessed); a full date is both."""
     onset = condition.get("onsetDateTime") or (condition.get("onsetPeriod") or {}).get("start")
-    found = parse_date(onset) or parse_date(condition.get("recordedDate"))
-    if found:
-        return found
+    for value in (onset, condition.get("recordedDate")):
+        found = parse_date(value)
+        if found:
+            return found, last_day(value, found)
     for ext in extensions(condition, ("condition-assertedDate",)):
-        return parse_date(ext.get("valueDateTime"))
-    return None
+        found = parse_date(ext.get("valueDateTime"))
+        return found, last_day(ext.get("valueDateTime"), found) if found else None
+    return None, None
+
+
+def last_day(value: object, first: date) -> date:
+    """The last day a FHIR date of the precision of `value` can mean, from its first day."""
+    text = str(value)
+    if len(text) == 4:
+        return first.replace(month=12, day=31)
+    if len(text) == 7:
+        return add_months(first, 1) - timedelta(days=1)
+    return first
 
 
 def body_site_codes(condition: Resource) -> list[str]:

@@ -14,6 +14,7 @@ from service.fhir.conditions import (
     Metastasis,
     apply_counts,
     dx_date,
+    dx_dates,
     read_conditions,
 )
 from service.fhir.labs import creatinine_si, lab_facts, lab_readings
@@ -203,7 +204,7 @@ def _cancer_picture(by_type: dict[str, list[Resource]], obs: ObsIndex, issues: l
     known_sites = [(d, p) for d, p in dated if codes.primary_site(p.get("code"))]
     chosen = min(known_sites or dated, key=lambda t: t[0] or date.max, default=None)
     if chosen:
-        picture.primary_dx_date = chosen[0]
+        picture.primary_dx_date, picture.primary_dx_latest = dx_dates(chosen[1])
         picture.primary_site = codes.primary_site(chosen[1].get("code")) or "other"
     count_obs = obs.local("metastatic-lesion-count")
     tumors = by_type.get("BodyStructure", [])
@@ -382,16 +383,40 @@ def _omd_dates(pf: PatientFacts, picture: CancerPicture, obs: ObsIndex) -> list[
     omd_day = parse_date(omd.value) if omd and omd.usable else None
     primary = picture.primary_dx_date
     if omd_day and primary:
-        months = 0
-        while add_months(primary, months) < omd_day:
-            months += 1
         sources = (*pf.get("primary_dx_date").sources, *(omd.sources if omd else ()))
-        facts.append(known("months_primary_to_omd", months, sources))
+        # a partial primary date (YYYY-MM) spans days: the interval is known when every day gives the same side of
+        # the 6-month line (clinical-rules §2.3 Q3), else it is not guessed (contract.md §3)
+        longest = _months_between(primary, omd_day)
+        shortest = _months_between(picture.primary_dx_latest or primary, omd_day)
+        if longest == shortest or (longest <= SYNCHRONOUS_MONTHS) or (shortest > SYNCHRONOUS_MONTHS):
+            facts.append(known("months_primary_to_omd", shortest if longest > SYNCHRONOUS_MONTHS else longest, sources))
+        else:
+            facts.append(unknown("months_primary_to_omd", ("primary_dx_date",)))
+            pf.issues.append(
+                InputIssue(
+                    "missing-input",
+                    "primary_dx_date",
+                    "primary cancer diagnosis date: only the month is recorded, and the day decides whether the OMD "
+                    "diagnosis is synchronous (≤ 6 months) or metachronous",
+                    ("OMD-CLASS",),
+                )
+            )
     else:
         # only the date that is missing is reported (clinical-rules §1.1: the issue belongs to the unknown fact)
         missing = (() if primary else ("primary_dx_date",)) + (() if omd_day else ("omd_dx_date",))
         facts.append(unknown("months_primary_to_omd", missing))
     return facts
+
+
+SYNCHRONOUS_MONTHS = 6  # clinical-rules §2.3 Q3 [REV §3.1] (the rule file holds the same line)
+
+
+def _months_between(start: date, end: date) -> int:
+    """Calendar months from `start` to `end`, counted up (add_months(start, n) ≥ end)."""
+    months = 0
+    while add_months(start, months) < end:
+        months += 1
+    return months
 
 
 def _medication_facts(pf: PatientFacts, uses: list[MedicationUse], as_of: date, options: FactOptions) -> list[Fact]:

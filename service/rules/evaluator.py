@@ -268,11 +268,13 @@ class _State:
         unique = {(r.rule, r.code, r.lesion): r for r in reversed(self.recs)}
         recs = sorted(unique.values(), key=lambda r: (r.rule, r.code, r.lesion or ""))
         recs = [_with_others(r, recs) if (r.rule, r.code) in self.listing else r for r in recs]
-        issues = [
+        # what the fact readers found first: their detail says what exactly is wrong with the input, and stands
+        # when a rule reports the same (code, input)
+        issues = [_input_issue(i) for i in self.pf.issues]
+        issues += [
             Issue(code, name, tuple(rules), _issue_detail(detail, lesions, needs))
             for (code, name), (rules, detail, lesions, needs) in self.issues.items()
         ]
-        issues.extend(_input_issue(i) for i in self.pf.issues)
         return RuleResults(recs, _merge_issues(issues), self.fired_rules)
 
 
