@@ -295,6 +295,12 @@ def _max_per_organ(distant: list[Metastasis], exact_total: int | None) -> list[F
     minus what the other organs hold at least (an exact total of 2 in bone and liver is one lesion each; 3 in two
     organs is at most 2 per organ)."""
     sources = tuple(m.condition for m in distant)
+    conflicts = tuple(s for m in distant for s in m.count_conflict)
+    if conflicts:  # a per-site count with two values on its latest date (fhir-mapping §2.1): not derived away
+        return [
+            Fact("max_mets_per_organ", None, FactStatus.CONFLICTING, conflicts),
+            unknown("max_mets_per_organ_upper", ("max_mets_per_organ",)),
+        ]
     lower: dict[str, int] = {}
     counted: dict[str, bool] = {}
     for m in distant:
