@@ -151,7 +151,9 @@ def _planned(planned: list[Resource], picture: CancerPicture) -> Fact:
         if hit:
             lesions |= hit
             sources.append(rid(p))
-    return known("n_lesions_planned_curative", len(lesions), tuple(sources))
+    # lesions, not Conditions (clinical-rules §3.1): a Condition with a per-site count of 3 holds 3 lesions
+    held = sum(m.lower_bound for m in picture.distant if m.condition in lesions)
+    return known("n_lesions_planned_curative", held, tuple(sources))
 
 
 _OPEN_RESECTION_WORDS = re.compile(r"resection|excision|en bloc|curettage|corpectomy|vertebrectomy", re.IGNORECASE)
