@@ -166,6 +166,9 @@ def receptor_facts(obs: ObsIndex, issues: list[InputIssue]) -> list[Fact]:
         fact = to_fact(name, selected)
         if fact.value == "equivocal":  # IHC 2+ needs reflex ISH [KNOW, ASCO/CAP]: not yet a decision input
             fact = Fact(name, None, FactStatus.UNKNOWN, fact.sources, fact.effective)
+            # clinical-rules §6.8: `equivocal` → missing-input her2 with the detail "ISH result needed"
+            where = ", ".join(fact.sources)
+            issues.append(InputIssue("missing-input", name, f"HER2 equivocal (IHC 2+, {where}): ISH result needed"))
         if fact.status is FactStatus.CONFLICTING:
             conflicting.extend(fact.sources)
         facts.append(fact)

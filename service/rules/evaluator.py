@@ -275,7 +275,10 @@ class _State:
             Issue(code, name, tuple(rules), _issue_detail(detail, lesions, needs))
             for (code, name), (rules, detail, lesions, needs) in self.issues.items()
         ]
-        return RuleResults(recs, _merge_issues(issues), self.fired_rules)
+        # a missing input that no rule needs raises nothing (clinical-rules §1.1): a reader's note about one (the
+        # equivocal HER2 "ISH result needed") stands only beside a rule that needs the input
+        merged = [i for i in _merge_issues(issues) if i.code != "missing-input" or i.rules]
+        return RuleResults(recs, merged, self.fired_rules)
 
 
 # (condition, its fact names once each): conditions belong to a loaded ruleset and never change; the identity

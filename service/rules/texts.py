@@ -58,7 +58,7 @@ def _bma_choice(v: Values) -> str:
     if (isinstance(crcl, int | float) and crcl < 30) or (isinstance(scr, int | float) and scr > 3.0):
         parts.append("Denosumab preferred (CrCl < 30 mL/min or SCr > 3.0 mg/dL) [REV ref 39].")
     parts.append("With calcium + vitamin D and a prior dental check (BMA-04, BMA-05).")
-    if v.get("primary_site") == "prostate":
+    if v.get("primary_site") == "prostate" and v.get("castration_status") != "resistant":  # §6.1: not yet CRPC
         parts.append(
             "In prostate cancer the zoledronic acid label applies only after progression on at least one hormonal "
             "therapy (not yet castration-resistant: label restriction)."
