@@ -112,6 +112,18 @@ OTHER_VISCERAL_ICD10 = (
 )
 
 
+PATHOLOGICAL_FRACTURE_SNOMED = "268029009"  # fhir-mapping §4.3
+PATHOLOGICAL_FRACTURE_ICD10 = "M84.5"  # "Pathological fracture in neoplastic disease", M84.5- (§4.3, marked "?")
+
+
+def is_pathological_fracture(code: object) -> bool:
+    return any(
+        (system == SNOMED and value == PATHOLOGICAL_FRACTURE_SNOMED)
+        or (system == ICD10CM and value.startswith(PATHOLOGICAL_FRACTURE_ICD10))
+        for system, value in codings(code)
+    )
+
+
 def organ_bucket(organ: str) -> str:
     """The organ as `assessment.organs` / `lesions[].organ` show it: the §4.1 buckets (`other-visceral` is ours, to
     know it is visceral, and shows as `other`)."""

@@ -17,7 +17,6 @@ from service.fhir.util import (
     add_months,
     codings,
     extensions,
-    has_code,
     local_code,
     parse_date,
     ref_id,
@@ -209,7 +208,7 @@ def read_conditions(
             continue
         code = cond.get("code")
         is_secondary, organ = codes.secondary_organ(code)
-        if has_code(code, SNOMED, ["268029009"]):
+        if codes.is_pathological_fracture(code):
             fractures.append(cond)
         if is_secondary or _has_profile(cond, SECONDARY_PROFILE):
             mets.append(_metastasis(cond, organ, code))
