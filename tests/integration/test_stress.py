@@ -18,6 +18,7 @@ def _patient(i: int) -> PatientFacts:
     for fact in (
         known("has_active_distant_met", n > 0),
         known("n_mets_reported", n > 0),
+        known("cm_conflict", False),
         known("diffuse_disease", False),
         known("lesion_count_consistent", True),
         known("n_mets", n),
