@@ -461,12 +461,8 @@ def _note(met: Metastasis, missing: str) -> Fact:
     return known("lesion_mirels_missing", missing, (met.condition,))
 
 
-def _focus(obs: Resource) -> str | None:
-    return focus_of(obs)
-
-
 def _focused(observations: list[Resource], met: Metastasis) -> list[Resource]:
-    return [o for o in observations if _focus(o) == met.condition]
+    return [o for o in observations if focus_of(o) == met.condition]
 
 
 def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: list[InputIssue]) -> Fact | None:
@@ -493,14 +489,22 @@ def _fracture(met: Metastasis, obs: ObsIndex, picture: CancerPicture, issues: li
     return known("lesion_fracture", selected.value, sources, selected.effective)
 
 
-__all__ = ["lesion_facts", "local_facts", "staging_facts", "status_facts", "usable"]
+__all__ = [
+    "brain_size_fact",
+    "lesion_facts",
+    "local_facts",
+    "lymph_node_size_fact",
+    "staging_facts",
+    "status_facts",
+    "usable",
+]
 
 
 def _sizes(obs: ObsIndex, lesions: set[str]) -> dict[str, list[tuple[float, str]]]:
     """Tumor Size (LOINC 21889-1) values in mm per lesion (focus → the lesion's Condition), value and components."""
     found: dict[str, list[tuple[float, str]]] = {}
     for o in obs.coded(LOINC, [codes.TUMOR_SIZE]):
-        focus = _focus(o)
+        focus = focus_of(o)
         if not usable(o) or focus not in lesions:
             continue
         values = [o.get("valueQuantity")] + [c.get("valueQuantity") for c in o.get("component") or []]
