@@ -4,6 +4,7 @@ concerns which order, and the "Remove draft order" and "Reduce the dose" suggest
 from __future__ import annotations
 
 import copy
+import re
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -140,11 +141,14 @@ def _reduce(card_uuid: str, order: DraftOrder, dose: float | None, recommended: 
     if dose is None:
         return None
     updated = copy.deepcopy(order.resource)
-    quantities = [q for q in _dose_quantities(updated) if _in_mg(q)]
-    if not quantities or all(isinstance(q.get("value"), int | float) and q["value"] <= dose for q in quantities):
+    found = [(instruction, q) for instruction, q in _dose_quantities(updated) if _in_mg(q)]
+    if not found or all(isinstance(q.get("value"), int | float) and q["value"] <= dose for _, q in found):
         return None
-    for quantity in quantities:
+    for instruction, quantity in found:
         quantity["value"] = dose
+        # the instruction's text must not keep the old dose next to the new one ("4 mg IV" → "3.3 mg IV")
+        if isinstance(instruction.get("text"), str):
+            instruction["text"] = _MG_IN_TEXT.sub(f"{dose:g} mg", instruction["text"])
     return {
         "label": f"Reduce the dose to {dose:.1f} mg",
         "uuid": str(uuid.uuid5(uuid.UUID(card_uuid), f"reduce#{order.reference}#{dose}")),
@@ -159,13 +163,17 @@ def _reduce(card_uuid: str, order: DraftOrder, dose: float | None, recommended: 
     }
 
 
-def _dose_quantities(request: Resource) -> list[dict[str, Any]]:
+_MG_IN_TEXT = re.compile(r"(?<![\d.])\d+(?:[.,]\d+)?\s*mg\b", re.IGNORECASE)
+
+
+def _dose_quantities(request: Resource) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """(dosage instruction, its doseQuantity) pairs of a MedicationRequest."""
     found = []
     for instruction in request.get("dosageInstruction") or []:
         for rate in (instruction.get("doseAndRate") or []) if isinstance(instruction, dict) else []:
             quantity = rate.get("doseQuantity") if isinstance(rate, dict) else None
             if isinstance(quantity, dict):
-                found.append(quantity)
+                found.append((instruction, quantity))
     return found
 
 

@@ -225,7 +225,8 @@ def za_with_dose(mg: float | None) -> Resource:
     order = copy.deepcopy(ZA)
     if mg is not None:
         quantity = {"value": mg, "unit": "mg", "system": UCUM, "code": "mg"}
-        order["dosageInstruction"] = [{"text": "IV over 15 min", "doseAndRate": [{"doseQuantity": quantity}]}]
+        text = f"{mg:g} mg IV over 15 min"  # the dose in the text too, as order entry writes it
+        order["dosageInstruction"] = [{"text": text, "doseAndRate": [{"doseQuantity": quantity}]}]
     return order
 
 
@@ -243,7 +244,7 @@ def test_zoledronic_acid_at_reduced_crcl_suggests_the_labelled_dose(
     (action,) = suggestion["actions"]
     updated = action["resource"]
     assert action["description"] and "MedicationRequest/za-draft" in action["description"]
-    # R132: the whole resource, only the dose changed.
+    # R132: the whole resource, only the dose changed (in the quantity and in the instruction's text).
     expected = za_with_dose(labelled)
     assert {k: v for k, v in updated.items() if k not in ("status", "subject")} == {
         k: v for k, v in expected.items() if k not in ("status", "subject")
