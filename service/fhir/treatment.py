@@ -80,9 +80,14 @@ def za_renal_facts(
     ≥ 0.5 mg/dL (baseline < 1.4) or ≥ 1.0 mg/dL (baseline ≥ 1.4); resume within 10 % of baseline. Two results both
     reported in µmol/L (`si`, from `labs.creatinine_si`) are compared in µmol/L with the label's figures: ≥ 44
     (baseline < 124) or ≥ 88 (baseline ≥ 124); any other pair in mg/dL."""
-    starts = [u.start for u in uses if u.ingredient == ZOLEDRONIC_ACID and u.start and not u.draft]
+    given = [u for u in uses if u.ingredient == ZOLEDRONIC_ACID and not u.draft]
+    starts = [u.start for u in given if u.start]
     dated = sorted((r for r in creatinine if r.effective), key=lambda r: r.effective or date.min)
-    if not starts or not dated:
+    if not given or (starts and len(starts) == len(given) and min(starts) >= as_of):
+        # only a draft, or an order that starts today or later: no dose given, no rise on therapy to judge
+        za = tuple(u.resource for u in uses if u.ingredient == ZOLEDRONIC_ACID)
+        return [known("za_renal_deterioration", False, za)]
+    if not starts or not dated:  # on therapy since an unknown date, or no creatinine at all
         return [unknown("za_renal_deterioration", ("scr_baseline_mg_dl",))]
     first = min(starts)
     before = [r for r in dated if r.effective and r.effective <= first]

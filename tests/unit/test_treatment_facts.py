@@ -80,6 +80,32 @@ def test_a_current_creatinine_older_than_the_renal_window_decides_nothing() -> N
     assert stale["za_renal_deterioration"].missing == ("scr_current_mg_dl",)
 
 
+def test_an_order_not_yet_started_has_no_rise_to_judge() -> None:
+    """BMA-03 compares creatinine on therapy with the one before it: a draft, or an order starting on or after asOf,
+    has no dose given yet, so no withhold and no "baseline missing" issue."""
+    draft = MedicationUse(
+        "MedicationRequest/za", frozenset({"bisphosphonate"}), ZOLEDRONIC_ACID, "request", "draft", None, None, True
+    )
+    today = MedicationUse(
+        "MedicationRequest/za",
+        frozenset({"bisphosphonate"}),
+        ZOLEDRONIC_ACID,
+        "request",
+        "active",
+        date(2026, 4, 1),
+        None,
+        False,
+    )
+    for use in (draft, today):
+        facts = {f.name: f for f in za_renal_facts([use], [_scr(1.0, 5, 3)], date(2026, 4, 1), None, 30)}
+        assert facts["za_renal_deterioration"].value is False
+    undated = MedicationUse(
+        "MedicationRequest/za", frozenset({"bisphosphonate"}), ZOLEDRONIC_ACID, "request", "active", None, None, False
+    )
+    facts = {f.name: f for f in za_renal_facts([undated], [_scr(1.0, 5, 3)], date(2026, 4, 1), None, 30)}
+    assert facts["za_renal_deterioration"].missing == ("scr_baseline_mg_dl",)  # on therapy since when?
+
+
 def test_cockcroft_gault_is_compared_unrounded_at_the_label_bands() -> None:
     just_below_30 = cockcroft_gault(80, 71.9, 2.0, female=False)  # (140 − 80) × 71.9 / 144 = 29.958…
     assert 29.95 < just_below_30 < 30
