@@ -52,6 +52,7 @@ def medication_facts(uses: list[MedicationUse], as_of: date) -> list[Fact]:
             "ici",
             "bisphosphonate",
             "denosumab",
+            "abiraterone",
         )
     ]
     bma, endocrine, supplements = {"bisphosphonate", "denosumab"}, {"ai", "serm", "ofs"}, {"calcium", "vitamin_d"}

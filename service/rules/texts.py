@@ -100,6 +100,29 @@ def _adt_note(v: Values) -> str:
     return "LHRH agonists (leuprolide, goserelin); anti-androgens; abiraterone [REV §3.2]."
 
 
+def _mirels_fracture_note(v: Values) -> str:
+    """SURG-MIRELS rates the fracture risk of an intact bone (clinical-rules §5.1); when the lesion already has an
+    actual or impending fracture recorded (SURG-FX, SURG-TECH), the detail says so first."""
+    fracture = v.get("lesion_fracture")
+    if fracture in ("actual", "impending"):
+        return (
+            f"**An {fracture} fracture is recorded for this lesion: the Mirels "
+            "score rates the risk of an intact bone; follow the fracture recommendations (SURG-FX / SURG-TECH).** "
+        )
+    return ""
+
+
+def _radium_abiraterone(v: Values) -> str:
+    """clinical-rules §6.10: "Not with abiraterone + prednisone/prednisolone (EU restriction after ERA-223) [KNOW]";
+    said first and plainly when abiraterone is on the medication list."""
+    if v.get("abiraterone_active") is True:
+        return (
+            "**Abiraterone is active: radium-223 is not to be combined with abiraterone + prednisone/prednisolone "
+            "(EU restriction after ERA-223: more fractures and deaths) [KNOW].**"
+        )
+    return "Not with abiraterone + prednisone/prednisolone (EU restriction after ERA-223) [KNOW]."
+
+
 def _radium_reason(v: Values) -> str:
     reasons = []
     if v.get("visceral_mets") is True:
@@ -140,6 +163,8 @@ TEXTS: dict[str, Callable[[Values], str]] = {
     "endocrine_choice": _endocrine_choice,
     "adt_note": _adt_note,
     "radium_reason": _radium_reason,
+    "radium_abiraterone": _radium_abiraterone,
+    "mirels_fracture_note": _mirels_fracture_note,
 }
 
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from tests.resources import PATIENT, breast_patient, collection, metastasis
 
 LOINC = "http://loinc.org"
 LOCAL = "http://oligocds.org/fhir/CodeSystem/oligocds"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 
 
 def observation(oid: str, code: dict[str, Any], **value: Any) -> dict[str, Any]:
@@ -74,3 +77,41 @@ def test_prostate_label_note_only_before_castration_resistance(
     result = evaluate(container, prostate(castration))
     (start,) = [r for r in result["recommendations"] if r["code"] == "start-bma"]
     assert ("not yet castration-resistant" in start["detail"]) is noted
+
+
+def test_radium_detail_says_plainly_when_abiraterone_is_active(container: Container) -> None:
+    """clinical-rules §6.10: "Not with abiraterone + prednisone/prednisolone" — named first when it is on the list."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "tx-ra223-consider-boundary-counts"
+    bundle = json.loads((folder / "bundle.json").read_text())
+    patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+
+    def radium_detail(data: dict[str, Any]) -> str:
+        (result,) = container.evaluator.evaluate_json(data, date(2026, 11, 26))
+        (rec,) = [r for r in result["recommendations"] if r["code"] == "radium-223-consider"]
+        return str(rec["detail"])
+
+    assert radium_detail(bundle).startswith("Not with abiraterone")
+    abiraterone = {
+        "resourceType": "MedicationRequest",
+        "id": "abi",
+        "status": "active",
+        "intent": "order",
+        "subject": {"reference": f"Patient/{patient}"},
+        "authoredOn": "2026-10-01",
+        "medicationCodeableConcept": {
+            "coding": [
+                {"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1100072", "display": "abiraterone"}
+            ]
+        },
+    }
+    bundle["entry"].append({"resource": abiraterone})
+    assert radium_detail(bundle).startswith("**Abiraterone is active")
+
+
+@pytest.mark.parametrize(("scenario", "noted"), [("same-side", True), ("contralateral", False)])
+def test_mirels_detail_names_a_recorded_fracture(container: Container, scenario: str, noted: bool) -> None:
+    """SURG-MIRELS rates an intact bone (clinical-rules §5.1): a lesion with an actual fracture says so first."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / f"tx-fix-fracture-condition-{scenario}"
+    (result,) = container.evaluator.evaluate_json(json.loads((folder / "bundle.json").read_text()), date(2026, 11, 26))
+    (rec,) = [r for r in result["recommendations"] if r["code"] == "ebrt-and-observation"]
+    assert rec["detail"].startswith("**An actual fracture is recorded") is noted
