@@ -83,6 +83,18 @@ def _dental_triggers(v: Values) -> str:
     return " ".join(found)
 
 
+def _dental_summary(v: Values) -> str:
+    """BMA-05 lists every trigger that applies (clinical-rules §6.5), in the spec's words, under 140 characters."""
+    found = []
+    if v.get("dental_exam_recent") is False:
+        found.append("dental examination before starting BMA")
+    if v.get("oral_open_lesion") is True:
+        found.append("delay BMA start until healed")
+    if v.get("invasive_dental_planned") is True and v.get("bma_active") is True:
+        found.append("avoid invasive dental procedures during BMA")
+    return "ONJ prevention: " + "; ".join(found or ["dental examination before starting BMA"]) + "."
+
+
 def _endocrine_choice(v: Values) -> str:
     if v.get("menopausal_status") == "post":
         return "Consider an aromatase inhibitor (letrozole/anastrozole/exemestane)."
@@ -160,6 +172,7 @@ TEXTS: dict[str, Callable[[Values], str]] = {
     "bma_choice": _bma_choice,
     "za_dose": _za_dose,
     "dental_triggers": _dental_triggers,
+    "dental_summary": _dental_summary,
     "endocrine_choice": _endocrine_choice,
     "adt_note": _adt_note,
     "radium_reason": _radium_reason,

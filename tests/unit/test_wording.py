@@ -115,3 +115,17 @@ def test_mirels_detail_names_a_recorded_fracture(container: Container, scenario:
     (result,) = container.evaluator.evaluate_json(json.loads((folder / "bundle.json").read_text()), date(2026, 11, 26))
     (rec,) = [r for r in result["recommendations"] if r["code"] == "ebrt-and-observation"]
     assert rec["detail"].startswith("**An actual fracture is recorded") is noted
+
+
+def test_dental_summary_names_the_trigger_that_applies(container: Container) -> None:
+    """BMA-05 lists every trigger that applies (clinical-rules §6.5): a recent dental exam and an open oral lesion →
+    'delay BMA start until healed', not 'dental examination before starting'."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "tx-bma01-start-bma"
+    bundle = json.loads((folder / "bundle.json").read_text())
+    patient = next(e["resource"]["id"] for e in bundle["entry"] if e["resource"]["resourceType"] == "Patient")
+    lesion = observation("oral", {"coding": [{"system": LOCAL, "code": "oral-open-lesion"}]}, valueBoolean=True)
+    lesion["subject"] = {"reference": f"Patient/{patient}"}
+    bundle["entry"].append({"resource": lesion})
+    (result,) = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    (rec,) = [r for r in result["recommendations"] if r["code"] == "dental-exam-before-bma"]
+    assert rec["summary"] == "ONJ prevention: delay BMA start until healed."
