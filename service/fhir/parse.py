@@ -12,6 +12,8 @@ Contract:
 - A resource belongs to the patient its `subject` or `patient` names, a Patient to itself. References to
   Bundle `fullUrl`s and absolute RESTful URLs are reduced to `Patient/<id>`; a Patient without an id keeps
   its fullUrl as its key.
+- References to the `urn:` fullUrl of another entry (a POST transaction's way) become "Type/id"; an entry without
+  an id takes the urn's last part as its id. Those entries are copies; the caller's data is not changed.
 - Copies of one `Type/id`: identical ones are merged, differing ones are all kept and listed per patient in
   `ParsedBundle.duplicate_conflicts`.
 """
@@ -124,7 +126,7 @@ def read_bundle(data: Any, *, shared_alone: bool = False) -> ParsedBundle:
     resource once invalid and unlinked resources are dropped — unless `shared_alone` and it holds resources of
     SHARED_TYPES (a message that only updates a Medication, for the patient store).
     """
-    entries = _entries(data)
+    entries = _with_local_references(_entries(data))
     reader = _Reader(_full_url_index(entries))
     for i, entry in enumerate(entries):
         reader.read(i, entry)
@@ -257,6 +259,60 @@ class _Link:
 
     patient: str | None
     problem: str = ""
+
+
+_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+
+
+def _with_local_references(entries: Sequence[Any]) -> Sequence[Any]:
+    """Bundle reference resolution for `urn:` fullUrls (FHIR R4 Bundle §"Resolving references"; a POST transaction
+    names its new resources only so): a reference to the urn of an entry in this Bundle becomes "Type/id", and an
+    entry without an id takes the urn's last part as its id, as the receiving server would assign one. Patients keep
+    their keys (an id-less Patient is keyed by its fullUrl). Entries that change are copied; the rest are returned
+    as they are, and so is the whole list when no entry has a `urn:` fullUrl."""
+    targets: dict[str, str] = {}
+    ids: dict[int, str] = {}
+    for i, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        url = entry.get("fullUrl") if isinstance(entry, dict) else None
+        if not (isinstance(url, str) and url.startswith("urn:") and isinstance(resource, dict)):
+            continue
+        rtype, rid = resource.get("resourceType"), resource.get("id")
+        if not isinstance(rtype, str) or rtype == "Patient":
+            continue
+        if not (isinstance(rid, str) and rid):
+            rid = url.rsplit(":", 1)[-1]
+            if not _ID.fullmatch(rid):
+                continue
+            ids[i] = rid
+        targets[url] = f"{rtype}/{rid}"
+    if not targets:
+        return entries
+    out = list(entries)
+    for i, entry in enumerate(entries):
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if not isinstance(resource, dict):
+            continue
+        changed = _relinked(resource, targets)
+        if i in ids:
+            changed = {**changed, "id": ids[i]}
+        if changed is not resource:
+            out[i] = {**entry, "resource": changed}
+    return out
+
+
+def _relinked(node: Any, targets: Mapping[str, str]) -> Any:
+    """`node` with every {"reference": <urn in targets>} rewritten; the same object when nothing changes."""
+    if isinstance(node, dict):
+        ref = node.get("reference")
+        fresh = {k: _relinked(v, targets) for k, v in node.items()}
+        if isinstance(ref, str) and ref in targets:
+            fresh["reference"] = targets[ref]
+        return node if all(fresh[k] is node[k] for k in node) else fresh
+    if isinstance(node, list):
+        items = [_relinked(v, targets) for v in node]
+        return node if all(a is b for a, b in zip(items, node, strict=True)) else items
+    return node
 
 
 def _full_url_index(entries: Sequence[Any]) -> dict[str, str | None]:

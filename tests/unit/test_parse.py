@@ -258,8 +258,23 @@ def test_a_resource_without_patient_link_is_an_issue() -> None:
 def test_a_urn_pointing_at_a_non_patient_entry_is_not_a_patient_link() -> None:
     group = {"resourceType": "Group", "id": "g", "type": "person", "actual": True}
     data = bundle(patient(), group, observation("o1", subject="urn:uuid:g"), full_urls=["", "urn:uuid:g", ""])
-    expected = "Bundle.entry[2].resource.subject: not a Patient reference ('urn:uuid:g')"
+    # the urn resolves to the Bundle's Group entry (FHIR Bundle reference resolution), which is not a Patient
+    expected = "Bundle.entry[2].resource.subject: not a Patient reference ('Group/g')"
     assert details(read_bundle(data)) == [expected]
+
+
+def test_urn_references_resolve_to_the_entries_they_name() -> None:
+    """A POST transaction names new resources by urn only: references to them resolve, and an entry without an id
+    takes the urn's last part as its id, as the receiving server assigns one."""
+    condition = {"resourceType": "Condition", "subject": {"reference": "Patient/p1"}}
+    focused = observation("o1", focus=[{"reference": "urn:uuid:c-1"}])
+    data = bundle(patient(), condition, focused, full_urls=["", "urn:uuid:c-1", ""])
+    parsed = read_bundle(data)
+    (group,) = parsed.patients
+    read = {r["resourceType"]: r for r in group.resources}
+    assert read["Condition"]["id"] == "c-1"
+    assert read["Observation"]["focus"] == [{"reference": "Condition/c-1"}]
+    assert "id" not in condition and focused["focus"] == [{"reference": "urn:uuid:c-1"}]  # the input is not changed
 
 
 @pytest.mark.parametrize("kind", ["collection", "transaction", "batch", "searchset", "message", "document"])
