@@ -62,9 +62,15 @@ def _quantity(units: dict[str, float]) -> Callable[[Resource], float]:
             raise Invalid(f"unit {unit!r} not recognised")
         if q["value"] < 0:
             raise Invalid(f"negative value {q['value']}")
-        return round(float(q["value"]) * units[unit], 3)
+        value = round(float(q["value"]) * units[unit], 3)
+        # a strict comparator ("<30", ">60" as labs report them) is a bound just beyond the number: it decides the
+        # thresholds at that number the right way (CrCl ">60" is not the 50–60 band); "<=" / ">=" keep the number
+        return value + STRICT_BOUND.get(str(q.get("comparator")), 0.0)
 
     return extract
+
+
+STRICT_BOUND = {"<": -0.001, ">": 0.001}  # in the unit read, below the 3-decimal resolution of any threshold
 
 
 def lab_readings(obs: ObsIndex, issues: list[InputIssue]) -> dict[str, list[Reading]]:

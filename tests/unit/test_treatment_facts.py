@@ -106,6 +106,28 @@ def test_an_order_not_yet_started_has_no_rise_to_judge() -> None:
     assert facts["za_renal_deterioration"].missing == ("scr_baseline_mg_dl",)  # on therapy since when?
 
 
+@pytest.mark.parametrize(
+    ("comparator", "value", "dose"),
+    [("<", 30, None), (">", 60, 4.0), (None, 60, 3.5), ("<=", 30, 3.0), (">=", 60, 3.5)],
+)
+def test_a_strict_comparator_is_a_bound_beyond_the_number(
+    comparator: str | None, value: float, dose: float | None
+) -> None:
+    """CrCl "<30" is below 30 (not recommended), ">60" above 60 (full dose): not the band of the bare number."""
+    quantity: dict[str, object] = {
+        "value": value,
+        "unit": "mL/min",
+        "system": "http://unitsofmeasure.org",
+        "code": "mL/min",
+    }
+    if comparator:
+        quantity["comparator"] = comparator
+    obs = _obs("c", "35591-7", value, "mL/min")
+    obs["valueQuantity"] = quantity
+    (reading,) = lab_readings(ObsIndex([obs]), [])["crcl_observed"]
+    assert zoledronic_acid_dose_mg(float(reading.value)) == dose
+
+
 def test_cockcroft_gault_is_compared_unrounded_at_the_label_bands() -> None:
     just_below_30 = cockcroft_gault(80, 71.9, 2.0, female=False)  # (140 − 80) × 71.9 / 144 = 29.958…
     assert 29.95 < just_below_30 < 30
