@@ -150,15 +150,19 @@ def secondary_organ(code: object) -> tuple[bool, str | None]:
     return secondary, organ
 
 
+# A coding that says more wins over one that says less, in any order (C34.90 "lung, unspecified" next to SNOMED
+# 254637007 "non-small cell lung cancer" is NSCLC); otherwise the first recognised coding.
+LESS_SPECIFIC_SITES = ("lung_other", "other")
+
+
 def primary_site(code: object) -> str | None:
+    found: list[str] = []
     for system, value in codings(code):
         if system == SNOMED and value in PRIMARY_SNOMED:
-            return PRIMARY_SNOMED[value]
-        if system == ICD10CM:
-            for prefix, site in PRIMARY_ICD10_PREFIX.items():
-                if value.startswith(prefix):
-                    return site
-    return None
+            found.append(PRIMARY_SNOMED[value])
+        elif system == ICD10CM:
+            found += [site for prefix, site in PRIMARY_ICD10_PREFIX.items() if value.startswith(prefix)][:1]
+    return next((site for site in found if site not in LESS_SPECIFIC_SITES), found[0] if found else None)
 
 
 def is_cancer_code(code: object) -> bool:
