@@ -13,6 +13,7 @@ from typing import Any
 from service.domain.dosing import zoledronic_acid_dose_mg
 from service.fhir.medications import medication_uses
 from service.fhir.parse import BundleError, read_bundle
+from service.fhir.util import rid
 
 Resource = dict[str, Any]
 
@@ -84,7 +85,10 @@ def _valid(request: Resource) -> bool:
 
 
 def _order(request: Resource) -> DraftOrder:
-    (use,) = medication_uses([request])
+    uses = medication_uses([request])
+    if not uses:  # a draft "do not perform" order: it gives no drug, so no drug rule concerns it
+        return DraftOrder(rid(request), _display(request), frozenset(), None, request)
+    (use,) = uses
     return DraftOrder(use.resource, _display(request), use.classes, use.ingredient, request)
 
 

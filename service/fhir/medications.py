@@ -205,6 +205,11 @@ def _use(resource: Resource, medications: Mapping[str, Resource]) -> MedicationU
     status = str(resource.get("status") or "unknown")
     if kind is None or status in IGNORED_STATUSES:
         return None
+    # a request not to give the drug, or a mere proposal that is not a draft order (e.g. a CDS suggestion written
+    # back), is no use of it; a draft is an unsigned order whatever its intent (CDS Hooks draftOrders)
+    proposal = resource.get("intent") == "proposal" and status != "draft"
+    if kind == "request" and (resource.get("doNotPerform") is True or proposal):
+        return None
     found = classify_detailed(_medication_concept(resource, medications))
     start, end = _request_period(resource) if kind == "request" else _effective_period(resource, kind, status)
     draft = kind == "request" and status == "draft"

@@ -372,6 +372,20 @@ def test_not_taken_and_not_done_are_ignored() -> None:
     assert uses == []
 
 
+def test_do_not_perform_and_proposals_are_no_use_of_the_drug() -> None:
+    uses = medication_uses(
+        [
+            _request("n", "active", LETROZOLE, authoredOn="2024-01-01", doNotPerform=True),
+            _request("p", "active", LETROZOLE, authoredOn="2024-01-01", intent="proposal"),
+        ]
+    )
+    assert uses == []
+    kept = medication_uses([_request("o", "active", LETROZOLE, authoredOn="2024-01-01", intent="plan")])
+    assert active_classes(kept, DAY) == {"ai"}
+    draft = medication_uses([_request("d", "draft", LETROZOLE, intent="proposal")])  # an unsigned order
+    assert [u.draft for u in draft] == [True]
+
+
 def test_repeated_resource_ids_count_once() -> None:
     uses = medication_uses(_resources(SERVICE / "patient_data.json"))
     assert len(uses) == 3  # five MedicationStatements, two of them verbatim duplicates
@@ -490,3 +504,11 @@ def test_completed_use_without_end_counts_on_its_start_day_only() -> None:
     uses = medication_uses([_request("r", "completed", LEUPROLIDE, authoredOn="2023-01-01")])
     assert classes_between(uses, date(2023, 1, 1), date(2023, 1, 1)) == {"adt", "ofs"}
     assert classes_between(uses, date(2023, 1, 2), DAY) == set()
+
+
+def test_a_draft_do_not_perform_order_is_read_without_a_drug() -> None:
+    from service.cdshooks.orders import readable
+
+    request = _request("x", "draft", LETROZOLE, doNotPerform=True, subject={"reference": "Patient/p"})
+    (order,) = readable([request])
+    assert (order.reference, order.classes) == ("MedicationRequest/x", frozenset())
