@@ -16,6 +16,8 @@ from service.fhir.util import LOINC, Resource, rid
 # unit → factor to the target unit (UCUM code or the printed unit)
 CREATININE_MG_DL = {"mg/dL": 1.0, "umol/L": 1 / 88.42, "µmol/L": 1 / 88.42, "mmol/L": 1000 / 88.42}
 CALCIUM_MG_DL = {"mg/dL": 1.0, "mmol/L": 4.008}
+# total calcium in serum/plasma: mass (17861-6, 49765-1) and substance (2000-8, mmol/L, usual outside the US)
+CALCIUM_LOINC = ("17861-6", "49765-1", "2000-8")
 ALBUMIN_G_DL = {"g/dL": 1.0, "g/L": 0.1}
 HB_G_DL = {"g/dL": 1.0, "g/L": 0.1, "mmol/L": 1.611}
 COUNT_10_9_L = {"10*9/L": 1.0, "10^9/L": 1.0, "x10E9/L": 1.0, "10*3/uL": 1.0, "K/uL": 1.0, "/uL": 0.001, "/mm3": 0.001}
@@ -38,7 +40,7 @@ CREATININE_SI_UMOL_L = {"umol/L": 1.0, "µmol/L": 1.0, "mmol/L": 1000.0}  # the 
 LABS = (
     CREATININE,
     Lab("crcl_observed", ("35591-7",), ML_MIN),
-    Lab("calcium_mg_dl", ("17861-6", "49765-1"), CALCIUM_MG_DL),
+    Lab("calcium_mg_dl", CALCIUM_LOINC, CALCIUM_MG_DL),
     Lab("albumin_g_dl", ("1751-7", "61151-7"), ALBUMIN_G_DL),
     Lab("anc", ("751-8", "26499-4"), COUNT_10_9_L),
     Lab("platelets", ("777-3", "26515-7"), COUNT_10_9_L),

@@ -10,6 +10,7 @@ from datetime import date, timedelta
 
 from service.domain.facts import Fact, FactStatus, InputIssue, PatientFacts, known, unknown
 from service.fhir.codes import NEGATIVE, POSITIVE
+from service.fhir.labs import CALCIUM_LOINC
 from service.fhir.medications import MedicationUse, active_classes, ordered_classes
 from service.fhir.readings import ObsIndex, Reading
 from service.fhir.util import LOINC, Resource, add_months, codings, effective_date, has_code, parse_date
@@ -155,7 +156,7 @@ def calcium_low(obs: ObsIndex, pf: PatientFacts) -> Fact:
     cal = [
         o
         for o in obs
-        if has_code(o.get("code"), LOINC, ("17861-6", "49765-1"))
+        if has_code(o.get("code"), LOINC, CALCIUM_LOINC)
         and o.get("status") in ("final", "amended", "corrected", "preliminary")
     ]
     if not cal:

@@ -431,3 +431,9 @@ def test_two_measured_crcl_values_on_one_date_make_crcl_conflicting() -> None:
         _obs("wt", "29463-7", 72, "kg", "2026-11-20"),
     )
     assert crcl.status is FactStatus.CONFLICTING and crcl.value is None
+
+
+def test_calcium_in_substance_units_is_read() -> None:
+    """LOINC 2000-8 (Calcium [Moles/volume], mmol/L) is total calcium like 17861-6: 2.0 mmol/L = 8.016 mg/dL."""
+    (reading,) = lab_readings(ObsIndex([_obs("ca", "2000-8", 2.0, "mmol/L")]), [])["calcium_mg_dl"]
+    assert reading.value == 8.016
