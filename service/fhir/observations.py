@@ -38,8 +38,6 @@ Extract = Callable[[Resource], Scalar | None]
 
 
 def _date_value(obs: Resource) -> str:
-    from service.fhir.util import effective_date
-
     day = effective_date(obs)
     if day is None:
         raise Invalid("omd-diagnosis needs effectiveDateTime")
@@ -47,13 +45,24 @@ def _date_value(obs: Resource) -> str:
 
 
 _MONTHS_PER = {"mo": 1.0, "d": 12 / 365.25, "wk": 12 / 52.1775, "a": 12.0}
+# a human-readable `unit` without a UCUM `code`, as integration engines often send it
+_UNIT_WORDS = {
+    "month": "mo",
+    "months": "mo",
+    "day": "d",
+    "days": "d",
+    "week": "wk",
+    "weeks": "wk",
+    "year": "a",
+    "years": "a",
+}
 
 
 def _months(obs: Resource) -> float:
     q = obs.get("valueQuantity")
     if not isinstance(q, dict) or not isinstance(q.get("value"), int | float):
         raise Invalid("valueQuantity in months expected")
-    unit = q.get("code") or q.get("unit")
+    unit = q.get("code") or _UNIT_WORDS.get(str(q.get("unit")).strip().lower(), q.get("unit"))
     if unit not in _MONTHS_PER or (q.get("system") not in (None, UCUM)):
         raise Invalid(f"unit {unit!r} is not one of mo, wk, d, a (UCUM)")
     if q["value"] < 0:

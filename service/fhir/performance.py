@@ -8,13 +8,20 @@ from datetime import date, timedelta
 from service.domain.facts import Fact, FactStatus, InputIssue, known, unknown
 from service.fhir.codes import ECOG, KPS
 from service.fhir.readings import Invalid, ObsIndex, Reading, latest, read_all, value_int
-from service.fhir.util import LOINC, Resource
+from service.fhir.util import LOINC, Resource, codings
 
 # [KNOW] conventional approximate mapping: 100–90→0, 80–70→1, 60–50→2, 40–30→3, 20–10→4, 0→5.
 KPS_TO_ECOG = {100: 0, 90: 0, 80: 1, 70: 1, 60: 2, 50: 2, 40: 3, 30: 3, 20: 4, 10: 4, 0: 5}
 
 
+# LOINC answer list LL529-9 (ECOG performance status), as senders code the grade instead of valueInteger
+ECOG_ANSWERS = {"LA9622-7": 0, "LA9623-5": 1, "LA9624-3": 2, "LA9625-0": 3, "LA9626-8": 4, "LA9627-6": 5}
+
+
 def _ecog(obs: Resource) -> int:
+    coded = [ECOG_ANSWERS[c] for s, c in codings(obs.get("valueCodeableConcept")) if s == LOINC and c in ECOG_ANSWERS]
+    if "valueInteger" not in obs and "valueQuantity" not in obs and len(set(coded)) == 1:
+        return coded[0]
     value = value_int(obs)
     if not 0 <= value <= 5:
         raise Invalid(f"ECOG {value} is outside 0–5")
