@@ -72,27 +72,34 @@ def _za_dose(v: Values) -> str:
     return "unknown" if dose is None else f"{dose:.1f}"
 
 
+# BMA-05 triggers (clinical-rules §6.5): (applies?, the spec's words for the summary, the sentence for the detail)
+_DENTAL_TRIGGERS: tuple[tuple[Callable[[Values], bool], str, str], ...] = (
+    (
+        lambda v: v.get("dental_exam_recent") is False,
+        "dental examination before starting BMA",
+        "Dental examination before starting the BMA (none within 6 months).",
+    ),
+    (
+        lambda v: v.get("oral_open_lesion") is True,
+        "delay BMA start until healed",
+        "Delay the BMA start until the open oral lesion has healed.",
+    ),
+    (
+        lambda v: v.get("invasive_dental_planned") is True and v.get("bma_active") is True,
+        "avoid invasive dental procedures during BMA",
+        "Avoid invasive dental procedures during BMA treatment.",
+    ),
+)
+
+
 def _dental_triggers(v: Values) -> str:
-    found = []
-    if v.get("dental_exam_recent") is False:
-        found.append("Dental examination before starting the BMA (none within 6 months).")
-    if v.get("oral_open_lesion") is True:
-        found.append("Delay the BMA start until the open oral lesion has healed.")
-    if v.get("invasive_dental_planned") is True and v.get("bma_active") is True:
-        found.append("Avoid invasive dental procedures during BMA treatment.")
-    return " ".join(found)
+    return " ".join(sentence for applies, _, sentence in _DENTAL_TRIGGERS if applies(v))
 
 
 def _dental_summary(v: Values) -> str:
     """BMA-05 lists every trigger that applies (clinical-rules §6.5), in the spec's words, under 140 characters."""
-    found = []
-    if v.get("dental_exam_recent") is False:
-        found.append("dental examination before starting BMA")
-    if v.get("oral_open_lesion") is True:
-        found.append("delay BMA start until healed")
-    if v.get("invasive_dental_planned") is True and v.get("bma_active") is True:
-        found.append("avoid invasive dental procedures during BMA")
-    return "ONJ prevention: " + "; ".join(found or ["dental examination before starting BMA"]) + "."
+    found = [words for applies, words, _ in _DENTAL_TRIGGERS if applies(v)]
+    return "ONJ prevention: " + "; ".join(found or [_DENTAL_TRIGGERS[0][1]]) + "."
 
 
 def _endocrine_choice(v: Values) -> str:
