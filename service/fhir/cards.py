@@ -144,7 +144,7 @@ def summary_card(
     }.get(state, f"Metastatic disease, oligometastatic status unknown ({counted})")
     lines = [
         f"**Oligometastatic status (OMD-01):** {state}",
-        f"**Oligometastatic disease class (ESTRO/EORTC 2020):** {assessment['omdClass']}",
+        f"**Oligometastatic disease class (ESTRO/EORTC 2020): {assessment['omdClass']}**",  # the §2.5 line, whole
         f"**Controlled primary (OMD-03):** {_show(assessment['controlledPrimary'])}; "
         f"**ECOG:** {_show(assessment['ecog'])}",
     ]

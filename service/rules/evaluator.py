@@ -209,7 +209,8 @@ class _State:
             if subject.lesion:
                 note = self._note(subject, root, status)
                 where = f"lesion {subject.lesion}" + (f": {note}" if note else "")
-            need = self.notes.get(rule_id, {}).get(root) if code == "missing-input" else None
+            # what the rule needs, for an input it lacks or holds too old (clinical-rules §6.2: missing or stale CrCl)
+            need = self.notes.get(rule_id, {}).get(root) if code in ("missing-input", "stale-input") else None
             self._add_issue(code, root, rule_id, f"{label(root)}: {status.value}", where, need)
 
     def _roots(self, subject: _Subject, name: str, depth: int = 0) -> list[tuple[str, FactStatus]]:

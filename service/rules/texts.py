@@ -56,7 +56,7 @@ def _bma_choice(v: Values) -> str:
     crcl, scr = v.get("crcl"), v.get("scr_current_mg_dl")
     parts = []
     if (isinstance(crcl, int | float) and crcl < 30) or (isinstance(scr, int | float) and scr > 3.0):
-        parts.append("Denosumab preferred (CrCl < 30 mL/min or SCr > 3.0 mg/dL) [REV ref 39].")
+        parts.append("BMA-02: denosumab preferred (CrCl < 30 mL/min or SCr > 3.0 mg/dL) [REV ref 39].")
     parts.append("With calcium + vitamin D and a prior dental check (BMA-04, BMA-05).")
     if v.get("primary_site") == "prostate" and v.get("castration_status") != "resistant":  # §6.1: not yet CRPC
         parts.append(
@@ -113,8 +113,8 @@ def _endocrine_choice(v: Values) -> str:
 def _adt_note(v: Values) -> str:
     if v.get("fired:stomp-oriole-pattern") is True:  # HORM-PC runs after OMD-02 (`after` in the rule file)
         return (
-            "LHRH agonists (leuprolide, goserelin); anti-androgens; abiraterone [REV §3.2]. Metastasis-directed "
-            "therapy may delay ADT in hormone-sensitive oligorecurrence (STOMP/ORIOLE matches, §3.3)."
+            "LHRH agonists (leuprolide, goserelin); anti-androgens; abiraterone [REV §3.2]. STOMP/ORIOLE matches "
+            "(§3.3): metastasis-directed therapy may delay ADT in hormone-sensitive oligorecurrence."
         )
     return "LHRH agonists (leuprolide, goserelin); anti-androgens; abiraterone [REV §3.2]."
 
@@ -152,9 +152,21 @@ def _radium_reason(v: Values) -> str:
 
 
 def _lesion_site(v: Values) -> str:
-    """The lesion's body site in words (SURG-FX "Pathological fracture at <site>", clinical-rules.md §5.2)."""
-    site = v.get("lesion_body_site")
-    return str(site) if site else f"{v.get('lesion_condition')} (body site not recorded)"
+    """The lesion's body site in words (SURG-FX "Pathological fracture at <site>", clinical-rules.md §5.2), short
+    enough for the summary to stay under 140 characters (contract.md §3)."""
+    site = str(v.get("lesion_body_site") or f"{v.get('lesion_condition')} (body site not recorded)")
+    return site if len(site) <= SITE_CHARS else site[: SITE_CHARS - 1].rstrip() + "…"
+
+
+SITE_CHARS = 60  # "Pathological fracture at <site>: urgent orthopaedic oncology assessment." stays < 140
+
+
+def _renal_values(v: Values) -> str:
+    """BMA-02's renal figures, each only when known."""
+    shown = [f"CrCl {show(v.get('crcl'))} mL/min"]
+    if v.get("scr_current_mg_dl") is not None:
+        shown.append(f"serum creatinine {show(v.get('scr_current_mg_dl'))} mg/dL")
+    return ", ".join(shown)
 
 
 def _planned_resection_note(v: Values) -> str:
@@ -172,6 +184,7 @@ def _planned_resection_note(v: Values) -> str:
 TEXTS: dict[str, Callable[[Values], str]] = {
     "planned_resection_note": _planned_resection_note,
     "lesion_site": _lesion_site,
+    "renal_values": _renal_values,
     "tumor_board_note": _tumor_board_note,
     "stomp_or_oriole": _stomp_or_oriole,
     "sabr_trial": _sabr_trial,

@@ -159,14 +159,14 @@ def test_adt_detail_adds_the_stomp_oriole_note_only_when_the_pattern_matches(con
 
     matched = run(container, primary_site="prostate", castration_status="sensitive", adt_active=False)[1]
     assert "OMD-02:stomp-oriole-pattern" in codes(matched)
-    assert "Metastasis-directed therapy may delay ADT in hormone-sensitive oligorecurrence" in adt(matched).detail
+    assert "metastasis-directed therapy may delay ADT in hormone-sensitive oligorecurrence" in adt(matched).detail
     assert adt(matched).summary == (
         "ADT is the cornerstone of metastatic prostate cancer treatment: consider an LHRH agonist ± "
         "androgen-receptor pathway inhibitor/abiraterone."
     )
     brain = run(container, primary_site="prostate", castration_status="sensitive", adt_active=False, brain_mets=True)
     assert "OMD-02:stomp-oriole-pattern" not in codes(brain[1])
-    assert "Metastasis-directed therapy" not in adt(brain[1]).detail
+    assert "metastasis-directed therapy" not in adt(brain[1]).detail
 
 
 # --- OMD-CLASS ------------------------------------------------------------------------------------------------

@@ -129,3 +129,44 @@ def test_dental_summary_names_the_trigger_that_applies(container: Container) -> 
     (result,) = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
     (rec,) = [r for r in result["recommendations"] if r["code"] == "dental-exam-before-bma"]
     assert rec["summary"] == "ONJ prevention: delay BMA start until healed."
+
+
+@pytest.mark.parametrize(
+    ("scenario", "code", "text"),
+    [
+        (
+            "tx-tgt-nsclc-egfr-l858r",
+            "egfr-tki",
+            "EGFR TKI (review: erlotinib/gefitinib; current first-line standard is osimertinib)",
+        ),
+        ("class-repeat-oligorecurrence", "rcc-local-therapy-discussion", "consider metastasectomy/SABR at MDT"),
+        (
+            "tx-bma04-denosumab-crcl-below-30-monitoring",
+            "denosumab-calcium-monitoring",
+            "high hypocalcaemia risk: monitor calcium",
+        ),
+    ],
+)
+def test_summaries_carry_the_spec_words(container: Container, scenario: str, code: str, text: str) -> None:
+    """clinical-rules §6.11, §6.12, §6.4 quote these phrases; the summaries hold them verbatim."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / scenario
+    (result,) = container.evaluator.evaluate_json(json.loads((folder / "bundle.json").read_text()), date(2026, 11, 26))
+    (rec,) = [r for r in result["recommendations"] if r["code"] == code]
+    assert text in rec["summary"]
+
+
+def test_omd_class_line_is_the_spec_line(container: Container) -> None:
+    """§2.5: "Oligometastatic disease class (ESTRO/EORTC 2020): <class>" on the OMD summary card, unbroken."""
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "class-synchronous"
+    (result,) = container.evaluator.evaluate_json(json.loads((folder / "bundle.json").read_text()), date(2026, 11, 26))
+    card = next(c for c in result["cards"] if "Oligometastatic status (OMD-01)" in c.get("detail", ""))
+    assert "Oligometastatic disease class (ESTRO/EORTC 2020): synchronous" in card["detail"]
+
+
+def test_a_long_body_site_keeps_the_fracture_summary_under_140_characters() -> None:
+    from service.rules.texts import render
+
+    template = "Pathological fracture at {lesion_site}: urgent orthopaedic oncology assessment."
+    site = "Structure of the proximal metaphysis and intertrochanteric region of the left femur, lateral cortex"
+    summary = render(template, {"lesion_body_site": site})
+    assert len(summary) < 140 and summary.startswith("Pathological fracture at Structure of the proximal")
