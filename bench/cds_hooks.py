@@ -106,8 +106,15 @@ def hook_request(i: int, *, condition: bool = True, fhir_server: str | None = No
         "context": {"userId": "Practitioner/bench", "patientId": patient["id"]},
         "prefetch": prefetch,
     }
-    if fhir_server is not None:
+    if fhir_server is not None:  # R61: the fallback queries only with the client's access token
         body["fhirServer"] = fhir_server
+        body["fhirAuthorization"] = {
+            "access_token": "bench-token",
+            "token_type": "Bearer",
+            "expires_in": 300,
+            "scope": "patient/*.read",
+            "subject": "bench",
+        }
     return orjson.dumps(body)
 
 

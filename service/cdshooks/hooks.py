@@ -137,13 +137,19 @@ class CdsHooks:
         keys = call.service.prefetch
         got = read_prefetch(call.request.prefetch, keys)
         server = call.request.fhirServer
-        if got.missing and server:
+        token = call.request.fhirAuthorization
+        # R61: each call to the FHIR server presents the client's access token; without one, nothing is queried
+        if got.missing and server and token is not None:
             wanted = queries(keys, got.missing, call.patient_id)
-            fetched = await self.state.fetcher.fetch(server, call.request.fhirAuthorization, wanted)
+            fetched = await self.state.fetcher.fetch(server, token, wanted)
             got = Prefetched({**got.resources, **fetched}, tuple(k for k in got.missing if k not in fetched))
         unobtainable = [k for k in REQUIRED_KEYS if k in got.missing]
         if unobtainable:
-            how = "the FHIR server fallback could not obtain them" if server else "no fhirServer to query"
+            how = (
+                "the FHIR server fallback could not obtain them"
+                if server and token is not None
+                else "no fhirServer and fhirAuthorization to query (cds-hooks.md §5)"
+            )
             raise CdsError(
                 412, "incomplete", f"prefetch {', '.join(unobtainable)}: absent, failed or incomplete, and {how}"
             )

@@ -380,7 +380,14 @@ def test_a_fetcher_fills_absent_keys(client: httpx.Client, monkeypatch: pytest.M
     request = hook_request("patient-view", {"Patient": {"resourceType": "Patient", "id": "example-1"}})
     assert "no fhirServer" in outcome(client.post(PV, json=request), 412)
     assert asked == []
-    assert post(client, PV, {**request, "fhirServer": "https://ehr.example/fhir"}) == {"cards": []}
+    # R61: the FHIR server is only called with the client's access token: fhirServer alone is not queried
+    assert "no fhirServer and fhirAuthorization" in outcome(
+        client.post(PV, json={**request, "fhirServer": "https://ehr.example/fhir"}), 412
+    )
+    assert asked == []
+    token = {"access_token": "t", "token_type": "Bearer", "expires_in": 300, "scope": "patient/*.read", "subject": "s"}
+    with_token = {**request, "fhirServer": "https://ehr.example/fhir", "fhirAuthorization": token}
+    assert post(client, PV, with_token) == {"cards": []}
     assert asked[0]["Condition"] == "Condition?patient=example-1" and "Patient" not in asked[0]
 
 
