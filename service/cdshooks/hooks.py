@@ -163,9 +163,16 @@ class CdsHooks:
             return []
         if not call.service.orders:
             return list(result["cards"])
-        readable = orders.readable(drafts)
+        readable = orders.readable(drafts, self._sent(call))
         mine = [(card, orders.concerned(card, readable)) for card in result["cards"]]
         return [orders.for_orders(card, about) for card, about in mine if about]
+
+    def _sent(self, call: HookCall) -> list[Resource]:
+        context = call.context
+        if not isinstance(context, wire.OrderSignContextJson):
+            return []
+        selections = context.selections if isinstance(context, wire.OrderSelectContextJson) else None
+        return orders.sent_requests(context.draftOrders, selections)
 
     def _drafts(self, call: HookCall) -> list[Resource]:
         context = call.context

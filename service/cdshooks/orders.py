@@ -48,9 +48,18 @@ class DraftOrder:
     classes: frozenset[str]
     ingredient: str | None
     resource: Resource  # the draft as evaluated (status draft, subject set)
+    sent: Resource | None = None  # the order as the client sent it (an `update` returns it with only the dose changed)
+
+    @property
+    def addressable(self) -> bool:
+        """The client gave the order an id, so an action can name it (a delete or update of "…/None" cannot)."""
+        given = self.sent if self.sent is not None else self.resource
+        return isinstance(given.get("id"), str) and bool(given["id"])
 
 
-def draft_requests(draft_orders: Mapping[str, Any], selections: Sequence[str] | None, patient: str) -> list[Resource]:
+def draft_requests(
+    draft_orders: Mapping[str, Any], selections: Sequence[str] | None, patient: str, as_sent: bool = False
+) -> list[Resource]:
     """The MedicationRequests of `draftOrders` (only the selected ones when `selections` is given) as drafts
     of `patient`. Other types (NutritionOrder, DSTU2 MedicationOrder, …) are not ours and are left out."""
     entries = draft_orders.get("entry")
@@ -59,21 +68,31 @@ def draft_requests(draft_orders: Mapping[str, Any], selections: Sequence[str] | 
     if selections is not None:
         chosen = set(selections)
         requests = [r for r in requests if f"MedicationRequest/{r.get('id')}" in chosen]
-    return [_as_draft(r, patient) for r in requests]
+    return [r if as_sent else _as_draft(r, patient, i) for i, r in enumerate(requests)]
 
 
-def _as_draft(request: Resource, patient: str) -> Resource:
+def sent_requests(draft_orders: Mapping[str, Any], selections: Sequence[str] | None) -> list[Resource]:
+    """The same MedicationRequests as `draft_requests`, as the client sent them."""
+    return draft_requests(draft_orders, selections, "", as_sent=True)
+
+
+def _as_draft(request: Resource, patient: str, index: int = 0) -> Resource:
     """An unsigned order is a draft whatever status the client gave it; an order without subject is the
-    context patient's (order-select sends incomplete orders, §4)."""
+    context patient's (order-select sends incomplete orders, §4); one without id is named `draft-<n>` (its place
+    in draftOrders) for the evaluation only — no action can name it."""
     draft = copy.deepcopy(request)
     draft["status"] = "draft"
+    if not (isinstance(draft.get("id"), str) and draft["id"]):
+        draft["id"] = f"draft-{index + 1}"
     draft.setdefault("subject", {"reference": patient})
     return draft
 
 
-def readable(requests: Sequence[Resource]) -> list[DraftOrder]:
-    """The drafts that are valid FHIR, classified; the evaluator reports the others as `invalid-value`."""
-    return [_order(r) for r in requests if _valid(r)]
+def readable(requests: Sequence[Resource], sent: Sequence[Resource] = ()) -> list[DraftOrder]:
+    """The drafts that are valid FHIR, classified (with the order as sent, by position); the evaluator reports the
+    others as `invalid-value`."""
+    originals: list[Resource | None] = [*sent] if sent else [None] * len(requests)
+    return [_order(r, s) for r, s in zip(requests, originals, strict=True) if _valid(r)]
 
 
 def _valid(request: Resource) -> bool:
@@ -84,12 +103,12 @@ def _valid(request: Resource) -> bool:
     return not parsed.issues
 
 
-def _order(request: Resource) -> DraftOrder:
+def _order(request: Resource, sent: Resource | None = None) -> DraftOrder:
     uses = medication_uses([request])
     if not uses:  # a draft "do not perform" order: it gives no drug, so no drug rule concerns it
-        return DraftOrder(rid(request), _display(request), frozenset(), None, request)
+        return DraftOrder(rid(request), _display(request), frozenset(), None, request, sent)
     (use,) = uses
-    return DraftOrder(use.resource, _display(request), use.classes, use.ingredient, request)
+    return DraftOrder(use.resource, _display(request), use.classes, use.ingredient, request, sent)
 
 
 def _display(request: Resource) -> str:
@@ -117,15 +136,16 @@ def concerned(card: Mapping[str, Any], orders: Sequence[DraftOrder]) -> list[Dra
 def for_orders(card: Mapping[str, Any], orders: Sequence[DraftOrder]) -> dict[str, Any]:
     """The card naming its draft orders; for the codes of REMOVE_CODES one "Remove draft order" per order."""
     out = copy.deepcopy(dict(card))
-    named = ", ".join(f"{o.display} (`{o.reference}`)" for o in orders)
+    named = ", ".join(f"{o.display} (`{o.reference}`)" if o.addressable else f"{o.display} (no id)" for o in orders)
     out["detail"] = f"{out.get('detail', '')}\n\n**Draft order{'s' if len(orders) > 1 else ''}:** {named}".lstrip()
-    out.setdefault("extension", {})["org.oligocds.draftOrders"] = [o.reference for o in orders]
+    out.setdefault("extension", {})["org.oligocds.draftOrders"] = [o.reference for o in orders if o.addressable]
     why = out["extension"]["org.oligocds.explanation"]
     alone = len(orders) == 1 and not any(s.get("isRecommended") for s in out.get("suggestions", []))  # cds-resp-1
+    targets = [o for o in orders if o.addressable]  # an order without id cannot be named in an action
     if why["code"] in REMOVE_CODES:
-        added = [_remove(out["uuid"], o, recommended=alone) for o in orders]
+        added = [_remove(out["uuid"], o, recommended=alone) for o in targets]
     elif why["code"] == "zoledronic-acid-dose-reduction":
-        added = [s for o in orders if (s := _reduce(out["uuid"], o, _labelled_dose(why), alone)) is not None]
+        added = [s for o in targets if (s := _reduce(out["uuid"], o, _labelled_dose(why), alone)) is not None]
     else:
         added = []
     if added:
@@ -144,7 +164,7 @@ def _reduce(card_uuid: str, order: DraftOrder, dose: float | None, recommended: 
     (cds-hooks.md §6, R132). None when the draft states no dose in mg or the dose is already at or below it."""
     if dose is None:
         return None
-    updated = copy.deepcopy(order.resource)
+    updated = copy.deepcopy(order.sent if order.sent is not None else order.resource)  # R132: the client's order
     found = [(instruction, q) for instruction, q in _dose_quantities(updated) if _in_mg(q)]
     if not found or all(isinstance(q.get("value"), int | float) and q["value"] <= dose for _, q in found):
         return None

@@ -244,11 +244,8 @@ def test_zoledronic_acid_at_reduced_crcl_suggests_the_labelled_dose(
     (action,) = suggestion["actions"]
     updated = action["resource"]
     assert action["description"] and "MedicationRequest/za-draft" in action["description"]
-    # R132: the whole resource, only the dose changed (in the quantity and in the instruction's text).
-    expected = za_with_dose(labelled)
-    assert {k: v for k, v in updated.items() if k not in ("status", "subject")} == {
-        k: v for k, v in expected.items() if k not in ("status", "subject")
-    }
+    # R132: the whole resource as the client sent it, only the dose changed (quantity and instruction text).
+    assert updated == za_with_dose(labelled)
     assert updated["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] == labelled
 
 
@@ -260,3 +257,14 @@ def test_no_update_without_a_dose_in_mg_or_at_normal_crcl(client: httpx.Client, 
     assert not [s for s in undosed.get("suggestions", []) if s["actions"][0]["type"] == "update"]
     normal = order_cards(client, hook, omd_prefetch([crcl(75)]), za_with_dose(4.0))
     assert "zoledronic-acid-dose-reduction" not in {code_of(c) for c in normal}
+
+
+def test_a_draft_without_id_gets_its_card_but_no_action_naming_it(client: httpx.Client) -> None:
+    """An order-sign draft without an id cannot be named in a delete or update action (R134/R135): the card still
+    warns, without a suggestion that would point at "MedicationRequest/None"."""
+    order = za_with_dose(4.0)
+    del order["id"]
+    got = order_cards(client, "order-sign", omd_prefetch([crcl(45)]), order)
+    card = only(got, "zoledronic-acid-dose-reduction")
+    actions = [a for s in card.get("suggestions", []) for a in s["actions"] if a["type"] in ("delete", "update")]
+    assert actions == [] and "None" not in card["detail"]
