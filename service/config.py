@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     fhir_timeout_ms: int = 400
     cds_idempotency_seconds: float = Field(300.0, ge=0)  # hookInstance + body → the same response; 0 = off
     cds_idempotency_max_mb: float = Field(64.0, gt=0)  # memory for those responses (JSON bytes)
+    # stored patient state (POST /ingest, Kafka) this recent stands in for absent prefetch keys; 0 = never used
+    cds_stored_state_max_age_s: float = Field(86400.0, ge=0)
     rules_reload_seconds: float = Field(5.0, ge=0)  # 0 turns the rule-file watcher off
     log_level: str = "INFO"
 

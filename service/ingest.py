@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -126,8 +127,10 @@ class Ingestor:
         for resource in message.parsed.shared:
             if tx.upsert(SHARED, resource).changed:
                 touch(tx.referrers(f"{resource.get('resourceType')}/{resource.get('id')}"))
+        now = time.time()
         for group in message.parsed.patients:
             tx.lock_patient(group.patient)
+            tx.seen(group.patient, now)  # the state is as fresh as this message (CDS Hooks, cds-hooks.md §11.8)
             for resource in group.resources:
                 upserted = tx.upsert(group.patient, resource)
                 if upserted.changed:

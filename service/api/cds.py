@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
@@ -158,7 +159,19 @@ def install(app: FastAPI, settings: Settings) -> None:
     cache = ResponseCache(
         ttl_s=settings.cds_idempotency_seconds, max_bytes=int(settings.cds_idempotency_max_mb * 1024 * 1024)
     )
-    app.state.cds = CdsState(StoreFeedback(store), cache=cache, issued=StoreIssuedCards(store), fetcher=fetcher)
+
+    def stored(patient: str, since: float) -> list[dict[str, Any]] | None:
+        with store().transaction() as tx:
+            return tx.fresh_resources(patient, since)
+
+    app.state.cds = CdsState(
+        StoreFeedback(store),
+        cache=cache,
+        issued=StoreIssuedCards(store),
+        fetcher=fetcher,
+        stored=stored,
+        stored_max_age_s=settings.cds_stored_state_max_age_s,
+    )
     app.state.metrics.watch_feedback(lambda: feedback_rows(app.state.cds))
     try:
         replay = StoreReplay(lambda: app.state.container.store)

@@ -6,8 +6,10 @@ those about the draft orders on the order hooks)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -48,6 +50,9 @@ class CdsState:
     cache: ResponseCache = field(default_factory=ResponseCache)
     issued: IssuedCards = field(default_factory=MemoryIssuedCards)
     fetcher: PrefetchFetcher = field(default_factory=NoFetcher)
+    # the patient's stored state (POST /ingest, Kafka) when it arrived at or after the given time, else None
+    stored: Callable[[str, float], list[Resource] | None] | None = None
+    stored_max_age_s: float = 0.0
 
     def close(self) -> None:
         """At app shutdown: finish the pending writes of issued cards."""
@@ -136,6 +141,13 @@ class CdsHooks:
     async def _prefetch(self, call: HookCall) -> Prefetched:
         keys = call.service.prefetch
         got = read_prefetch(call.request.prefetch, keys)
+        if got.missing and self.state.stored is not None and self.state.stored_max_age_s > 0:
+            # cds-hooks.md §11.8: fresh stored state stands in for the absent keys (no FHIR query, no 412); the
+            # request's own resources win on equal type and id
+            since = time.time() - self.state.stored_max_age_s
+            stored = await asyncio.to_thread(self.state.stored, call.patient, since)
+            if stored:
+                got = _over_stored(got, stored)
         server = call.request.fhirServer
         token = call.request.fhirAuthorization
         # R61: each call to the FHIR server presents the client's access token; without one, nothing is queried
@@ -244,3 +256,14 @@ def _feedback(item: wire.FeedbackItemJson) -> Feedback:
         accepted_suggestions=tuple(s.id for s in item.acceptedSuggestions or ()),
         user_comment=item.overrideReason.userComment if item.overrideReason else None,
     )
+
+
+def _over_stored(got: Prefetched, stored: Sequence[Resource]) -> Prefetched:
+    """The prefetched resources over the patient's stored ones: a stored resource of the same type and id as a
+    prefetched one is left out; every key counts as obtained."""
+    sent = {(r.get("resourceType"), r.get("id")) for rs in got.resources.values() for r in rs}
+    kept = [r for r in stored if (r.get("resourceType"), r.get("id")) not in sent]
+    return Prefetched({**got.resources, STORED_KEY: kept}, ())
+
+
+STORED_KEY = "oligocds-stored-state"  # not a prefetch key: the stored resources the call adds

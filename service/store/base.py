@@ -129,6 +129,12 @@ class StoreTx(Protocol):
     def referrers(self, key: str) -> list[str]:
         """The patients whose resources refer to the shared resource `key`, in order."""
 
+    def seen(self, patient: str, at: float) -> None:
+        """Record that data for the patient arrived at `at` (epoch seconds)."""
+
+    def fresh_resources(self, patient: str, since: float) -> list[dict[str, Any]] | None:
+        """The patient's resources (as `resources`) when data for them arrived at or after `since`, else None."""
+
     def result(self, patient: str) -> StoredResult | None: ...
 
     def save_result(self, patient: str, body: bytes, digest: str) -> None: ...

@@ -84,6 +84,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         )""",
         "CREATE INDEX shared_refs_by_patient ON shared_refs (patient, key)",
     ),
+    (  # 5: when each patient's state last arrived (POST /ingest, Kafka), epoch seconds: CDS Hooks uses state that
+        # is fresh enough instead of a FHIR query for an absent prefetch key (cds-hooks.md §5, §11.8)
+        """CREATE TABLE patient_seen (
+            patient TEXT PRIMARY KEY,
+            seen_at BIGINT NOT NULL
+        )""",
+    ),
 )
 
 _VERSION_TABLE = "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"

@@ -43,6 +43,11 @@ _SHARED_OF = (
 )
 _ADD_REF = "INSERT INTO shared_refs (key, patient) VALUES (?, ?) ON CONFLICT (key, patient) DO NOTHING RETURNING 1"
 _REFERRERS = "SELECT patient FROM shared_refs WHERE key = ? ORDER BY patient"
+_SEEN = (
+    "INSERT INTO patient_seen (patient, seen_at) VALUES (?, ?) ON CONFLICT (patient)"
+    " DO UPDATE SET seen_at = excluded.seen_at"
+)
+_SEEN_AT = "SELECT seen_at FROM patient_seen WHERE patient = ?"
 _GET_RESULT = "SELECT body, digest FROM results WHERE patient = ?"
 _PUT_RESULT = (
     "INSERT INTO results (patient, body, digest, updated_at) VALUES (?, ?, ?, ?) ON CONFLICT (patient)"
@@ -93,6 +98,8 @@ class Queries:
     shared_of: str
     add_ref: str
     referrers: str
+    seen: str
+    seen_at: str
     get_result: str
     put_result: str
     get_offset: str
@@ -107,7 +114,10 @@ class Queries:
 
     @classmethod
     def of(cls, dialect: Dialect, lock_patient: str | None = None) -> Queries:
-        raw = (_GET_RESOURCE, _PUT_RESOURCE, _DELETE_RESOURCE, _PATIENT_RESOURCES, _SHARED_OF, _ADD_REF, _REFERRERS)
+        raw = (
+            *(_GET_RESOURCE, _PUT_RESOURCE, _DELETE_RESOURCE, _PATIENT_RESOURCES),
+            *(_SHARED_OF, _ADD_REF, _REFERRERS, _SEEN, _SEEN_AT),
+        )
         more = (_GET_RESULT, _PUT_RESULT, _GET_OFFSET, _PUT_OFFSET, lock_patient)
         cds = (_REMEMBER_JTI, _PURGE_JTI, _ADD_FEEDBACK, _FEEDBACK_COUNTS, _ISSUED_CARD, _PURGE_CARDS)
         return cls(
@@ -286,6 +296,15 @@ class SqlTx:
 
     def referrers(self, key: str) -> list[str]:
         return [str(row[0]) for row in self._rows(self._q.referrers, (key,))]
+
+    def seen(self, patient: str, at: float) -> None:
+        self._rows(self._q.seen, (patient, math.floor(at)))
+
+    def fresh_resources(self, patient: str, since: float) -> list[dict[str, Any]] | None:
+        found = self._rows(self._q.seen_at, (patient,))
+        if not found or int(found[0][0]) < math.floor(since):
+            return None
+        return self.resources(patient)
 
     def result(self, patient: str) -> StoredResult | None:
         return read_result(self._rows, self._q, patient)

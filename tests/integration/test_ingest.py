@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -227,3 +228,54 @@ def test_unknown_patient_is_a_404_operation_outcome(client: httpx.Client) -> Non
     response = _stored(client, "nobody")
     assert response.status_code == 404
     assert response.json()["issue"][0]["code"] == "not-found"
+
+
+def _patient_view(pid: str, prefetch: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "hook": "patient-view",
+        "hookInstance": str(uuid.uuid4()),
+        "context": {"userId": "Practitioner/x", "patientId": pid},
+        "prefetch": prefetch,
+    }
+
+
+def _full_prefetch(bundle: dict[str, Any]) -> dict[str, Any]:
+    resources = [e["resource"] for e in bundle["entry"]]
+    prefetch: dict[str, Any] = {"Patient": next(r for r in resources if r["resourceType"] == "Patient")}
+    for key in ("Condition", "Observation", "Procedure", "MedicationRequest"):
+        found = [{"resource": r} for r in resources if r["resourceType"] == key]
+        prefetch[key] = {"resourceType": "Bundle", "type": "searchset", "entry": found}
+    return prefetch
+
+
+def test_hooks_use_fresh_stored_state_for_absent_keys(client: httpx.Client) -> None:
+    """cds-hooks.md §5/§11.8: with the patient's state ingested, an absent prefetch key needs no FHIR query and is
+    no 412: the call is answered over the stored state, as a full prefetch would be."""
+    bundle = _bundle()
+    pid = _patient(bundle)
+    service = "/cds-services/oligocds-patient-view"
+    patient_only = {"Patient": _full_prefetch(bundle)["Patient"]}
+    assert client.post(service, json=_patient_view(pid, patient_only)).status_code == 412  # nothing stored yet
+    _ingest(client, bundle)
+    full = client.post(service, json=_patient_view(pid, _full_prefetch(bundle)))
+    stored = client.post(service, json=_patient_view(pid, patient_only))
+    assert full.status_code == stored.status_code == 200
+    summaries = [sorted(c["summary"] for c in r.json()["cards"]) for r in (full, stored)]
+    assert summaries[0] == summaries[1] and summaries[0]
+
+
+def test_stored_state_is_not_used_when_the_setting_is_zero(
+    settings: Settings, engine: RulesEngine, tmp_path: Path
+) -> None:
+    never = settings.model_copy(update={"cds_stored_state_max_age_s": 0.0})
+    store = open_store(f"sqlite:///{tmp_path / 'state.db'}")
+    container = bootstrap(never, engine=engine, store=store)
+    try:
+        with running_server(never, container) as url, httpx.Client(base_url=url, timeout=30) as c:
+            bundle = _bundle()
+            pid = _patient(bundle)
+            _ingest(c, bundle)
+            request = _patient_view(pid, {"Patient": _full_prefetch(bundle)["Patient"]})
+            assert c.post("/cds-services/oligocds-patient-view", json=request).status_code == 412
+    finally:
+        store.close()

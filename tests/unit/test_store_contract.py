@@ -198,6 +198,17 @@ def test_shared_resources_come_with_the_patients_that_refer_to_them(store: Store
         assert tx.resources("Patient/p3") == []  # references alone are no patient state
 
 
+def test_fresh_resources_only_after_the_patient_was_seen(store: Store) -> None:
+    with store.transaction() as tx:
+        tx.upsert(P1, obs("o1"))
+        assert tx.fresh_resources(P1, since=0) is None  # never seen: no state to stand in for a query
+        tx.seen(P1, 1_000.0)
+        assert [r["id"] for r in tx.fresh_resources(P1, since=1_000.0) or []] == ["o1"]
+        assert tx.fresh_resources(P1, since=1_001.0) is None  # older than asked
+        tx.seen(P1, 2_000.0)
+        assert tx.fresh_resources(P1, since=1_001.0) is not None
+
+
 # --- results, offsets, transactions -------------------------------------------------------------------------------
 def test_results_and_offsets_round_trip(store: Store) -> None:
     assert store.result(P1) is None and store.offset("t", 0) is None
