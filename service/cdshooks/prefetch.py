@@ -83,4 +83,13 @@ def _resources(value: Any) -> list[Resource] | None:
     if any(isinstance(link, dict) and link.get("relation") == "next" for link in value.get("link") or []):
         return None
     entries = value.get("entry") or []
-    return [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    resources = [e["resource"] for e in entries if isinstance(e, dict) and isinstance(e.get("resource"), dict)]
+    # a search result that holds only an OperationOutcome with an error is a failed query (R52), not "no data"
+    outcomes = [r for r in resources if r.get("resourceType") == "OperationOutcome"]
+    if outcomes and len(outcomes) == len(resources) and any(_failed(o) for o in outcomes):
+        return None
+    return resources
+
+
+def _failed(outcome: Resource) -> bool:
+    return any(isinstance(i, dict) and i.get("severity") in ("error", "fatal") for i in outcome.get("issue") or [])

@@ -194,6 +194,14 @@ def test_prefetch_value_kinds(client: httpx.Client) -> None:
     assert without_obs and without_obs != plain
     response = client.post(PV, json=hook_request("patient-view", {**prefetch, "Condition": failed}))
     assert "Condition" in outcome(response, 412)
+    # the same failure reported inside a search result (search.mode outcome) is a failed query too (R52)
+    in_bundle = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [{"resource": failed, "search": {"mode": "outcome"}}],
+    }
+    response = client.post(PV, json=hook_request("patient-view", {**prefetch, "Condition": in_bundle}))
+    assert "Condition" in outcome(response, 412)
 
 
 def test_no_cancer_no_cards(client: httpx.Client) -> None:
