@@ -166,9 +166,10 @@ class _JwksEntry:
 class JwksCache:
     """Per-source JWKS (source = a JWKS URL or a file path, as configured for an issuer).
 
-    A file is read once. A URL is fetched with httpx (no redirects, bounded size and time) and re-fetched after
-    `ttl_s`; an unknown `kid` triggers a re-fetch (key rotation). Every network load of one source, whatever its
-    cause, happens at most once per `min_refresh_interval_s`. A failed re-fetch keeps the keys already held.
+    A URL is fetched with httpx (no redirects, bounded size and time) and re-fetched after `ttl_s`; a file is read
+    when first needed. For both, an unknown `kid` triggers a reload (key rotation: a key added to the file or the
+    URL is found without a restart). Every load of one source, whatever its cause, happens at most once per
+    `min_refresh_interval_s`. A failed reload keeps the keys already held.
     """
 
     def __init__(
@@ -213,7 +214,7 @@ class JwksCache:
         """`key` with `entry.lock` held."""
         if entry.loaded_at is None or (is_url(source) and self._expired(entry)):
             self._load(source, entry)
-        if kid not in entry.keys and is_url(source):
+        if kid not in entry.keys:
             self._load(source, entry)
         if entry.loaded_at is None:
             raise AuthError("JWKS unavailable")
@@ -237,7 +238,7 @@ class JwksCache:
         """Load `source` into `entry` unless a load happened less than the minimum interval ago (or the file was
         already read). Called with `entry.lock` held."""
         now = self._monotonic()
-        if entry.attempted_at is not None and (not is_url(source) or now - entry.attempted_at < self._min_interval_s):
+        if entry.attempted_at is not None and now - entry.attempted_at < self._min_interval_s:
             return
         entry.attempted_at = now
         try:

@@ -252,6 +252,19 @@ def test_unknown_kid_in_a_file_is_refused(prod: JwtVerifier, keys: Keys) -> None
     assert refused(prod, bearer(mint(keys.other_es, claims(NOW)))) == "unknown kid"
 
 
+def test_a_key_added_to_the_jwks_file_is_found_after_one_rate_limited_reload(
+    jwks_file: Path, keys: Keys, clock: Clock, cache: JwksCache
+) -> None:
+    """cds-hooks.md §8 check 4 (rotating JWKS): a file-configured issuer adds a key; no restart is needed."""
+    v = verifier({ISSUER: str(jwks_file)}, clock, cache)
+    assert v.verify(bearer(mint(keys.es, claims(clock.t))), AUDIENCE) is not None
+    write_jwks(jwks_file.parent, keys.es, keys.rs, keys.other_es)  # the operator adds the new key
+    clock.t += 10
+    assert refused(v, bearer(mint(keys.other_es, claims(clock.t)))) == "unknown kid"  # reload not yet allowed
+    clock.t += 55
+    assert v.verify(bearer(mint(keys.other_es, claims(clock.t))), AUDIENCE) is not None
+
+
 def test_unknown_kid_triggers_one_refresh_then_fails(keys: Keys, clock: Clock, cache: JwksCache) -> None:
     with jwks_server(keys.es) as server:
         v = verifier({ISSUER: server.url}, clock, cache)
