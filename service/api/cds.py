@@ -12,6 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
 
 from service.api.auth import AuthError, AuthSettings, JwtVerifier, KeysNotHeld, StoreReplay
 from service.api.body import read_json_body
@@ -66,6 +67,21 @@ async def _verify(verifier: JwtVerifier, header: str | None, aud: str) -> None:
         return
     if claims is not None:
         await run_in_threadpool(verifier.check_replay, claims)
+
+
+class OutcomeCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS handling, with a refused preflight answered by an OperationOutcome (cds-hooks.md §10:
+    every non-2xx answer but 401 carries one) instead of plain text; the CORS headers stay as Starlette sets them."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code < 400:
+            return response
+        refused = outcome_response(response.status_code, "forbidden", bytes(response.body).decode())
+        for name in ("vary", "access-control-allow-methods", "access-control-max-age"):
+            if name in response.headers:
+                refused.headers[name] = response.headers[name]
+        return refused
 
 
 def feedback_rows(state: CdsState) -> Iterator[tuple[str, str, str, str, int]]:
@@ -140,7 +156,7 @@ def install(app: FastAPI, settings: Settings) -> None:
     """CORS (§9: `*` only in development), the per-app CDS state, and the CDS error answers."""
     listed = [o.strip() for o in (settings.cors_origins or "").split(",") if o.strip()]
     app.add_middleware(
-        CORSMiddleware,
+        OutcomeCORSMiddleware,
         allow_origins=["*"] if settings.env == "development" else listed,
         allow_methods=["GET", "POST", "OPTIONS"],
         allow_headers=["Content-Type", "Authorization"],

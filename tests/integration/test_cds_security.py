@@ -84,6 +84,9 @@ def test_cors_preflight_needs_no_token_and_names_only_configured_origins(server:
             "/cds-services", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
         )
         assert "access-control-allow-origin" not in other.headers
+        # refused with an OperationOutcome, like every non-2xx answer but 401 (cds-hooks.md §10)
+        assert other.status_code == 400 and other.json()["resourceType"] == "OperationOutcome"
+        assert "Disallowed CORS origin" in other.json()["issue"][0]["diagnostics"]
 
 
 def test_production_without_issuers_refuses_cds_calls(container: Container) -> None:
