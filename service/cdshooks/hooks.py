@@ -168,30 +168,25 @@ class CdsHooks:
         return got
 
     def _cards(self, call: HookCall, prefetched: Prefetched) -> list[dict[str, Any]]:
-        drafts = self._drafts(call)
+        sent = self._selected(call)
+        drafts = orders.as_drafts(sent, call.patient)
         resources = [r for rs in prefetched.resources.values() for r in rs]
         result = self._result(call, bundle(resources, drafts))
         if result is None:
             return []
         if not call.service.orders:
             return list(result["cards"])
-        readable = orders.readable(drafts, self._sent(call))
+        readable = orders.readable(drafts, sent)
         mine = [(card, orders.concerned(card, readable)) for card in result["cards"]]
         return [orders.for_orders(card, about) for card, about in mine if about]
 
-    def _sent(self, call: HookCall) -> list[Resource]:
+    def _selected(self, call: HookCall) -> list[Resource]:
+        """The draft orders the hook is about, as the client sent them (order-select: only `selections`)."""
         context = call.context
         if not isinstance(context, wire.OrderSignContextJson):
             return []
         selections = context.selections if isinstance(context, wire.OrderSelectContextJson) else None
-        return orders.sent_requests(context.draftOrders, selections)
-
-    def _drafts(self, call: HookCall) -> list[Resource]:
-        context = call.context
-        if not isinstance(context, wire.OrderSignContextJson):
-            return []
-        selections = context.selections if isinstance(context, wire.OrderSelectContextJson) else None
-        return orders.draft_requests(context.draftOrders, selections, call.patient)
+        return orders.selected_requests(context.draftOrders, selections)
 
     def _result(self, call: HookCall, data: dict[str, Any]) -> dict[str, Any] | None:
         if not data["entry"]:

@@ -57,23 +57,21 @@ class DraftOrder:
         return isinstance(given.get("id"), str) and bool(given["id"])
 
 
-def draft_requests(
-    draft_orders: Mapping[str, Any], selections: Sequence[str] | None, patient: str, as_sent: bool = False
-) -> list[Resource]:
-    """The MedicationRequests of `draftOrders` (only the selected ones when `selections` is given) as drafts
-    of `patient`. Other types (NutritionOrder, DSTU2 MedicationOrder, …) are not ours and are left out."""
+def selected_requests(draft_orders: Mapping[str, Any], selections: Sequence[str] | None) -> list[Resource]:
+    """The MedicationRequests of `draftOrders` (only the selected ones when `selections` is given), as the client
+    sent them. Other types (NutritionOrder, DSTU2 MedicationOrder, …) are not ours and are left out."""
     entries = draft_orders.get("entry")
     resources = [e.get("resource") for e in entries if isinstance(e, dict)] if isinstance(entries, list) else []
     requests = [r for r in resources if isinstance(r, dict) and r.get("resourceType") == "MedicationRequest"]
     if selections is not None:
         chosen = set(selections)
         requests = [r for r in requests if f"MedicationRequest/{r.get('id')}" in chosen]
-    return [r if as_sent else _as_draft(r, patient, i) for i, r in enumerate(requests)]
+    return requests
 
 
-def sent_requests(draft_orders: Mapping[str, Any], selections: Sequence[str] | None) -> list[Resource]:
-    """The same MedicationRequests as `draft_requests`, as the client sent them."""
-    return draft_requests(draft_orders, selections, "", as_sent=True)
+def as_drafts(requests: Sequence[Resource], patient: str) -> list[Resource]:
+    """The client's orders as the drafts of `patient` that are evaluated."""
+    return [_as_draft(r, patient, i) for i, r in enumerate(requests)]
 
 
 def _as_draft(request: Resource, patient: str, index: int = 0) -> Resource:
