@@ -21,6 +21,7 @@ import orjson
 
 from service.domain.facts import InputIssue
 from service.evaluate import Evaluator, issue_json, merged_issues
+from service.fhir.medications import MEDICATION_RECORDS
 from service.fhir.parse import BundleError, ParsedBundle, PatientResources, load_json, read_bundle
 from service.fhir.util import ref_id
 from service.store.base import SHARED, StoreTx
@@ -28,7 +29,6 @@ from service.store.base import SHARED, StoreTx
 # "Type/id" at the end of a DELETE entry's request.url (relative or absolute; no conditional delete).
 _DELETE_URL = re.compile(r"(?:^|/)([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})$")
 _VOLATILE = ("evaluatedAt", "asOf")  # time stamps: a result that differs only in these has not changed
-MEDICATION_RECORDS = frozenset({"MedicationRequest", "MedicationAdministration", "MedicationStatement"})
 
 
 class PublishError(Exception):

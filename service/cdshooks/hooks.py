@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ from service.cdshooks.feedback import (
 )
 from service.cdshooks.prefetch import NoFetcher, Prefetched, PrefetchFetcher, queries, read_prefetch
 from service.cdshooks.services import REQUIRED_KEYS, CdsService, declared, discovery
-from service.fhir.parse import BundleError
+from service.fhir.parse import FHIR_ID, BundleError
 
 log = logging.getLogger("oligocds.cdshooks")
 
@@ -57,9 +56,6 @@ class CdsState:
     def close(self) -> None:
         """At app shutdown: finish the pending writes of issued cards."""
         self.issued.close()
-
-
-FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
 
 
 @dataclass(frozen=True, slots=True)

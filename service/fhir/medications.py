@@ -38,6 +38,7 @@ _KINDS = {
     "MedicationAdministration": "administration",
     "MedicationStatement": "statement",
 }
+MEDICATION_RECORDS = frozenset(_KINDS)  # the resource types that record a use of a drug
 
 
 def systemic_classes(include_endocrine: bool = True) -> frozenset[str]:

@@ -261,7 +261,7 @@ class _Link:
     problem: str = ""
 
 
-_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")  # a FHIR resource id
 
 
 def _with_local_references(entries: Sequence[Any]) -> Sequence[Any]:
@@ -282,7 +282,7 @@ def _with_local_references(entries: Sequence[Any]) -> Sequence[Any]:
             continue
         if not (isinstance(rid, str) and rid):
             rid = url.rsplit(":", 1)[-1]
-            if not _ID.fullmatch(rid):
+            if not FHIR_ID.fullmatch(rid):
                 continue
             ids[i] = rid
         targets[url] = f"{rtype}/{rid}"
