@@ -137,6 +137,9 @@ ALIASES = {
     "cm_conflict": "cm_category",
     "lesion_progressing": "any_omd_lesion_progressing",
     "max_mets_per_organ_upper": "max_mets_per_organ",
+    # bounds of the interval when a date is recorded without its day; open only when a date is missing
+    "months_primary_to_omd_min": "months_primary_to_omd",
+    "months_primary_to_omd_max": "months_primary_to_omd",
 }
 
 

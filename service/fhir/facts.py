@@ -15,6 +15,7 @@ from service.fhir.conditions import (
     apply_counts,
     dx_date,
     dx_dates,
+    last_day,
     read_conditions,
 )
 from service.fhir.labs import creatinine_si, lab_facts, lab_readings
@@ -350,17 +351,10 @@ def _patient_facts(patients: list[Resource], as_of: date) -> list[Fact]:
 
 def _possible_ages(birth: object, as_of: date) -> tuple[int, int] | None:
     """The youngest and oldest age a FHIR date (YYYY, YYYY-MM or YYYY-MM-DD) allows on `as_of`."""
-    born = parse_date(birth)
-    if born is None:
+    earliest = parse_date(birth)  # a partial date's first day
+    if earliest is None:
         return None
-    text = str(birth)
-    if len(text) == 4:  # the year only: born between 1 January and 31 December
-        earliest, latest = born.replace(month=1, day=1), born.replace(month=12, day=31)
-    elif len(text) == 7:  # year and month
-        earliest = born.replace(day=1)
-        latest = add_months(earliest, 1) - timedelta(days=1)
-    else:
-        earliest = latest = born
+    latest = last_day(birth, earliest)
 
     def age(b: date) -> int:
         return as_of.year - b.year - ((as_of.month, as_of.day) < (b.month, b.day))
@@ -390,31 +384,35 @@ def _omd_dates(pf: PatientFacts, picture: CancerPicture, obs: ObsIndex) -> list[
     primary = picture.primary_dx_date
     if omd_day and primary:
         sources = (*pf.get("primary_dx_date").sources, *(omd.sources if omd else ()))
-        # a partial primary date (YYYY-MM) spans days: the interval is known when every day gives the same side of
-        # the 6-month line (clinical-rules §2.3 Q3), else it is not guessed (contract.md §3)
+        # a partial primary date (YYYY-MM) spans days: the interval is exact only when every day gives the same
+        # count, else it is not guessed (contract.md §3); its bounds still decide a threshold they both lie on one
+        # side of (the rule file holds the threshold, clinical-rules §2.3 Q3)
         longest = _months_between(primary, omd_day)
         shortest = _months_between(picture.primary_dx_latest or primary, omd_day)
-        if longest == shortest or (longest <= SYNCHRONOUS_MONTHS) or (shortest > SYNCHRONOUS_MONTHS):
-            facts.append(known("months_primary_to_omd", shortest if longest > SYNCHRONOUS_MONTHS else longest, sources))
+        facts.append(known("months_primary_to_omd_min", shortest, sources))
+        facts.append(known("months_primary_to_omd_max", longest, sources))
+        if longest == shortest:
+            facts.append(known("months_primary_to_omd", longest, sources))
         else:
             facts.append(unknown("months_primary_to_omd", ("primary_dx_date",)))
+            # said only when a rule needs the interval (a missing-input no rule names is dropped)
+            recorded = pf.get("primary_dx_date").sources
             pf.issues.append(
                 InputIssue(
                     "missing-input",
                     "primary_dx_date",
-                    "primary cancer diagnosis date: only the month is recorded, and the day decides whether the OMD "
-                    "diagnosis is synchronous (≤ 6 months) or metachronous",
-                    ("OMD-CLASS",),
+                    f"primary cancer diagnosis date: recorded without the day ({', '.join(recorded)}), and the day "
+                    "decides the interval to the OMD diagnosis",
                 )
             )
     else:
         # only the date that is missing is reported (clinical-rules §1.1: the issue belongs to the unknown fact)
         missing = (() if primary else ("primary_dx_date",)) + (() if omd_day else ("omd_dx_date",))
-        facts.append(unknown("months_primary_to_omd", missing))
+        facts += [unknown(name, missing) for name in MONTHS_FACTS]
     return facts
 
 
-SYNCHRONOUS_MONTHS = 6  # clinical-rules §2.3 Q3 [REV §3.1] (the rule file holds the same line)
+MONTHS_FACTS = ("months_primary_to_omd", "months_primary_to_omd_min", "months_primary_to_omd_max")
 
 
 def _months_between(start: date, end: date) -> int:
