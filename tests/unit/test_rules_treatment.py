@@ -136,7 +136,7 @@ def test_missing_crcl_is_reported_for_bma_02(container: Container) -> None:
 def test_start_bma_says_denosumab_preferred_when_crcl_below_30(container: Container) -> None:
     # contract §4: the detail says "denosumab preferred" when CrCl < 30, and only then
     said = "denosumab preferred"
-    assert said in recs(run(container, crcl=20.0), "BMA-01")["start-bma"].detail
+    assert recs(run(container, crcl=20.0), "BMA-01")["start-bma"].detail.startswith(f"BMA-02: {said} (CrCl < 30")
     assert said not in recs(run(container, crcl=70.0), "BMA-01")["start-bma"].detail
 
 
