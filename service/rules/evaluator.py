@@ -3,6 +3,7 @@ into recommendations and what was left open into issues (clinical-rules.md §1.1
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -74,6 +75,8 @@ class _State:
         self.issues: dict[tuple[str, str], tuple[list[str], str, list[str], list[str]]] = {}
         self.fired_rules: list[str] = []
         self.listing: set[tuple[str, str]] = set()
+        # derived facts left open by their cases (clinical-rules §1.1) → the values they can still take
+        self.open_values: dict[str, tuple[Any, ...]] = {}
 
     def sync_lesions(self) -> None:
         for s in self.lesions:
@@ -100,7 +103,11 @@ class _State:
         key = f"{rule.id}:derive"
         cases = rule.derive.cases
         true_idx = [i for i in range(len(cases)) if ((key, i, "T"), 0) in hits]
-        open_idx = [i for i in range(len(cases)) if ((key, i, "P"), 0) in hits and i not in true_idx]
+        open_idx = [
+            i
+            for i in range(len(cases))
+            if ((key, i, "P"), 0) in hits and i not in true_idx and self._could_hold(cases[i][1], self.patient.values)
+        ]
         name = rule.derive.fact
         if true_idx:
             value, cond = cases[true_idx[0]]
@@ -120,12 +127,17 @@ class _State:
                 if name in REPORTED_FACTS:
                     self._block(rule.id, self.patient, cond)
                 roots = [r for f in undecided_facts(cond, self.patient.values) for r, _ in self._roots(self.patient, f)]
+            # A default stands only when no case could still hold; with a case left open by an unknown or
+            # conflicting input the fact is open too, so the rules that read it are undecided and name that input
+            # (clinical-rules §1.1), and the assessment reports the default (`unknown`).
             default = rule.derive.default
             fact = (
                 known(name, default)
-                if default is not None
+                if default is not None and not open_idx
                 else Fact(name, None, FactStatus.UNKNOWN, derived=True, missing=tuple(dict.fromkeys(roots)))
             )
+            if default is not None and open_idx:  # what the open fact can still turn out to be
+                self.open_values[name] = (*dict.fromkeys(cases[i][0] for i in open_idx), default)
         self.pf.put(fact)
         if fact.usable:
             self.patient.values[name] = fact.value
@@ -197,7 +209,20 @@ class _State:
             self.fired_rules.append(rule.id)
 
     # --- issues -------------------------------------------------------------------------------------------
+    def _could_hold(self, cond: Condition, values: Mapping[str, Any]) -> bool:
+        """False when `cond` is false whatever value its open derived facts turn out to have (omdState open
+        between `oligometastatic` and `unknown` cannot make a `polymetastatic` condition true)."""
+        names = [n for n in dict.fromkeys(facts_of(cond)) if n in self.open_values and values.get(n) is None]
+        if not names:
+            return True
+        for combination in itertools.product(*(self.open_values[n] for n in names)):
+            if truth(cond, {**values, **dict(zip(names, combination, strict=True))}) is not Truth.FALSE:
+                return True
+        return False
+
     def _block(self, rule_id: str, subject: _Subject, cond: Condition) -> None:
+        if not self._could_hold(cond, subject.values):
+            return
         for name in undecided_facts(cond, subject.values):
             self._report_open(rule_id, subject, name)
 

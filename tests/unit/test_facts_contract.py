@@ -24,8 +24,7 @@ MINIMAL = (
 def _check(body: bytes) -> None:
     for group in parse_bundle(body).patients:
         pf = patient_facts(group.patient, group.resources, date(2026, 11, 26), FactOptions())
-        derived = {"omd_state"}  # set by OMD-01, whose table has a default
-        missing = {n for n in CLOSED - LESION - derived if not pf.get(n).usable}
+        missing = {n for n in CLOSED - LESION if not pf.get(n).usable}
         assert missing == set(), group.patient
         for lesion in pf.lesions:
             assert {n for n in LESION if not (lesion.facts.get(n) and lesion.facts[n].usable)} == set()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from service.bootstrap import Container
+from service.domain.assessment import assessment
 from service.domain.facts import Fact, FactStatus, PatientFacts, known
 from service.domain.result import Recommendation
 from service.rules.evaluator import RuleResults
@@ -91,9 +92,22 @@ CONFLICTING_N_METS = Fact("n_mets", None, FactStatus.CONFLICTING, ("Observation/
 )
 def test_omd_state(container: Container, changes: dict[str, Any], state: str) -> None:
     pf, out = run(container, **changes)
-    assert pf.value("omd_state") == state
+    assert assessment(pf)["omdState"] == state  # an open omdState is reported as `unknown`
     assert ("OMD-01:confirm-lesion-count" in codes(out)) == (state == "possible")
     assert ("MDT-01:mdt-review" in codes(out)) == (state in ("oligometastatic", "possible"))
+
+
+def test_an_open_omd_state_blocks_the_rules_it_could_still_satisfy(container: Container) -> None:
+    # clinical-rules §1.1: a conflicting n_mets leaves omdState open (unknown) between oligometastatic and unknown;
+    # MDT-01 and SABR-01 could still be true and are named, MDT-03 (polymetastatic) could not and is not
+    pf, out = run(container, n_mets=CONFLICTING_N_METS, n_mets_min=2, bone_pain="severe")
+    assert assessment(pf)["omdState"] == "unknown"
+    blocked = issue(out, "conflicting-input", "n_mets") or ()
+    assert {"OMD-01", "MDT-01", "SABR-01"} <= set(blocked) and "MDT-03" not in blocked
+    assert not {"MDT-01:mdt-review", "SABR-01:sabr-consult", "MDT-03:palliative-care-referral"} & codes(out)
+    # a state decided as `unknown` (cM1 without a metastasis Condition) has nothing left open to name
+    pf, out = run(container, has_active_distant_met=False, n_mets_reported=False, cm_category="M1")
+    assert assessment(pf)["omdState"] == "unknown" and not [i for i in out.issues if "MDT-01" in i.rules]
 
 
 # --- OMD-03, PS-01 --------------------------------------------------------------------------------------------
@@ -206,7 +220,7 @@ def test_adt_detail_adds_the_stomp_oriole_note_only_when_the_pattern_matches(con
 )
 def test_omd_class(container: Container, changes: dict[str, Any], cls: str, missing: str | None) -> None:
     pf, out = run(container, **changes)
-    assert pf.value("omd_class") == cls
+    assert assessment(pf)["omdClass"] == cls
     if missing:
         assert "OMD-CLASS" in (issue(out, "missing-input", missing) or ())
     else:
