@@ -38,7 +38,8 @@ class Fact:
     sources: tuple[str, ...] = ()
     effective: date | None = None
     derived: bool = False
-    # For an unknown derived fact: the underlying facts whose absence made it unknown.
+    # For an unknown derived fact: the underlying facts whose absence made it unknown; for a conflict standing for
+    # other inputs (DQ-06's differing copies): the inputs it made conflicting.
     missing: tuple[str, ...] = ()
 
     @property

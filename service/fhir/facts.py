@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from service.domain.catalogue import PUBLIC_FACTS, public_name
 from service.domain.facts import Fact, FactStatus, InputIssue, LesionFacts, PatientFacts, known, unknown
 from service.fhir import codes, observations, treatment
 from service.fhir.conditions import (
@@ -99,8 +100,6 @@ def _patient_facts_of(
     pf.put(_not_planned(pf))
     _treatment_facts(pf, obs, uses, picture, options)
     pf.put(known("duplicate_conflict", bool(duplicate_conflicts), duplicate_conflicts))
-    if duplicate_conflicts:
-        pf.put(Fact("duplicate_resource", None, status=FactStatus.CONFLICTING, sources=duplicate_conflicts))
     # ordered by Condition id, not Bundle order: re-evaluating the same data in another order gives the same
     # result and CarePlan byte for byte (contract.md §3; fhir-mapping §6.3 "stable order of every list")
     active = sorted((m for m in picture.mets if m.active), key=lambda m: m.condition)
@@ -109,7 +108,23 @@ def _patient_facts_of(
     pf.issues.extend(_derived_mirels(lesion) for lesion in pf.lesions if _mirels_site_derived(lesion))
     pf.organs = sorted({codes.organ_bucket(m.organ) for m in picture.distant})
     pf.put(_needs_stabilisation(pf))
+    if duplicate_conflicts:
+        pf.put(_duplicate_resource(pf, duplicate_conflicts))
     return pf
+
+
+def _duplicate_resource(pf: PatientFacts, duplicates: tuple[str, ...]) -> Fact:
+    """DQ-06's conflict: it stands for the §1.2 inputs that the differing copies made conflicting (contract.md §3:
+    an issue's input names a fact), e.g. `ecog` for two copies of an ECOG Observation; `duplicate_resource` itself
+    only when the copies differ in nothing a fact reads."""
+    held = set(duplicates)
+    facts = [*pf.facts.values(), *(f for lesion in pf.lesions for f in lesion.facts.values())]
+    affected = [
+        public_name(f.name)
+        for f in facts
+        if f.status is FactStatus.CONFLICTING and public_name(f.name) in PUBLIC_FACTS and held & set(f.sources)
+    ]
+    return Fact("duplicate_resource", None, FactStatus.CONFLICTING, duplicates, missing=tuple(dict.fromkeys(affected)))
 
 
 def _treatment_facts(

@@ -177,7 +177,9 @@ class _State:
         for name in outcome.conflicts:
             fact = self.fact(subject, name)
             if fact is not None and fact.status is FactStatus.CONFLICTING:
-                self._add_issue("conflicting-input", name, rule.id, f"{label(name)}: conflicting values")
+                # a conflict that stands for other inputs (DQ-06's differing copies) names them
+                for target in fact.missing or (name,):
+                    self._add_issue("conflicting-input", target, rule.id, f"{label(target)}: conflicting values")
         used = self._used(subject, outcome.when)
         evidence = sorted(_sources(used))  # a stable order, whatever the Bundle order (contract.md §3)
         if subject.lesion:

@@ -24,3 +24,27 @@ def test_differing_copies_of_one_condition_give_one_lesion_one_recommendation_ea
     assert len(uuids) == len(set(uuids))
     addresses = [a["reference"] for a in result["carePlan"]["addresses"]]
     assert addresses == ["Condition/prim", "Condition/m1"]
+
+
+def test_the_dq06_issue_names_the_inputs_the_copies_made_conflicting(container: Container) -> None:
+    # contract.md §3: an issue's input names a §1.2 fact. Two copies of one ECOG Observation with other values make
+    # `ecog` conflicting, and that is the input DQ-06's issue names; copies that differ in nothing a fact reads
+    # (two body sites of one Condition, both kept as lesions) leave only the generic `duplicate_resource`.
+    ecog = {
+        "resourceType": "Observation",
+        "id": "ps",
+        "status": "final",
+        "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "89247-1"}]},
+        "effectiveDateTime": "2026-11-10",
+        "valueInteger": 0,
+    }
+    changed = {**ecog, "valueInteger": 2}
+    (result,) = container.evaluator.evaluate_json(
+        collection([*breast_patient(), metastasis("280849005"), ecog, changed]), date(2026, 11, 26)
+    )
+    dq06 = [(i["code"], i["input"]) for i in result["issues"] if "DQ-06" in i["rules"]]
+    assert dq06 == [("conflicting-input", "ecog")]
+    (result,) = container.evaluator.evaluate_json(bundle(), date(2026, 11, 26))
+    dq06 = [(i["code"], i["input"]) for i in result["issues"] if "DQ-06" in i["rules"]]
+    assert dq06 == [("conflicting-input", "duplicate_resource")]
