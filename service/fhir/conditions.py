@@ -210,7 +210,9 @@ def read_conditions(
         is_secondary, organ = codes.secondary_organ(code)
         if codes.is_pathological_fracture(code):
             fractures.append(cond)
-        if is_secondary or _has_profile(cond, SECONDARY_PROFILE):
+        # a refuted metastasis never was one: not counted now nor in the lifetime total (clinical-rules §3.1 excludes
+        # refuted with entered-in-error; fhir-mapping §2 n_mets_lifetime is "as n_mets" incl. inactive/resolved)
+        if (is_secondary or _has_profile(cond, SECONDARY_PROFILE)) and _status(cond, "verificationStatus") != "refuted":
             mets.append(_metastasis(cond, organ, code))
             if not is_secondary:
                 issues.append(
