@@ -19,7 +19,6 @@ def mirels_risk(score: int) -> str:
 def assessment(pf: PatientFacts) -> dict[str, Any]:
     n_mets = pf.value("n_mets")
     count = n_mets if n_mets is not None else pf.value("n_mets_min")
-    ecog = pf.facts.get("ecog")
     return {
         "omdState": pf.value("omd_state") or "unknown",
         "omdClass": pf.value("omd_class") or "unknown",
@@ -28,13 +27,20 @@ def assessment(pf: PatientFacts) -> dict[str, Any]:
         "boneOnly": pf.value("bone_only"),
         "visceral": pf.value("visceral_mets"),
         "controlledPrimary": pf.value("primary_controlled"),
-        "ecog": ecog.value if ecog is not None and ecog.value is not None else None,
-        "crcl": pf.value("crcl"),
+        "ecog": _shown(pf, "ecog"),
+        "crcl": _shown(pf, "crcl"),
         # one entry per Condition: differing copies of one id (DQ-06) are one lesion, the first copy shown
         "lesions": [
             _lesion(lesion) for lesion in {lesion.condition: lesion for lesion in reversed(pf.lesions)}.values()
         ][::-1],
     }
+
+
+def _shown(pf: PatientFacts, name: str) -> Any:
+    """A value the record holds, also when it is older than its window (the `stale-input` issue says so); `null`
+    only when unknown or conflicting (contract.md §3)."""
+    fact = pf.facts.get(name)
+    return fact.value if fact is not None and fact.status in (FactStatus.KNOWN, FactStatus.STALE) else None
 
 
 def _lesion(lesion: LesionFacts) -> dict[str, Any]:

@@ -284,9 +284,11 @@ def _count_facts(picture: CancerPicture, distant: list[Metastasis]) -> list[Fact
     if total is not None:
         count_sources = (total.source, *sources)
         exact_value: int | None = int(total.value)
-        consistent = int(total.value) >= len(distant) and (bool(distant) or int(total.value) == 0)
+        # "a lesion count below the number of recorded sites" (clinical-rules §3.1): below what the metastasis
+        # Conditions hold at least (their per-site counts, else their body sites, else one each)
+        consistent = int(total.value) >= sites_lower and (bool(distant) or int(total.value) == 0)
         facts.append(known("lesion_count_consistent", consistent, count_sources))
-        facts.append(known("n_mets_min", int(total.value), count_sources))
+        facts.append(known("n_mets_min", max(int(total.value), sites_lower), count_sources))
         if not consistent:
             conflict = count_sources
     else:
