@@ -1,0 +1,60 @@
+"""A faster, equivalent form of one fhir.resources validator (measured in docs/performance.md).
+
+fhir-core's `FHIRAbstractModel.reject_null_complex_elements` runs before every element of every resource is
+validated (each Coding, CodeableConcept, Reference, …) and walks all of the element class's fields, asking for each
+whether it is a list of a complex type, to refuse a `null` inside such a list. It can only refuse something when the
+element holds a list with a `null` in it; for everything else it returns the data unchanged. `_reject_null_fast`
+looks for such a list first and hands the element to the original check only when it finds one, so the answers and
+the error messages are the original's; a unit test compares the two on generated inputs.
+
+pydantic binds a model's validators by name when the model class is created, so `install()` must run before the
+fhir.resources model classes are imported: `service/fhir/__init__.py` calls it. Models created earlier keep the
+original (slower, same answers). It changes nothing for a fhir-core version it was not checked against.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+CHECKED_VERSIONS = ("1.1.",)  # fhir-core releases whose reject_null_complex_elements this was compared with
+
+_original: Callable[[Any, Any], Any] | None = None
+
+
+def _reject_null_fast(cls: Any, data: Any) -> Any:
+    if isinstance(data, dict):
+        for value in data.values():
+            if type(value) is list and any(item is None for item in value):
+                assert _original is not None
+                return _original(cls, data)
+    return data
+
+
+def install() -> bool:
+    """Put the fast check in place of the original; True when it is (also when it already was)."""
+    global _original
+    try:
+        installed = version("fhir-core")
+    except PackageNotFoundError:
+        return False
+    if not installed.startswith(CHECKED_VERSIONS):
+        log.info("fhir-core %s: validator speed-up not installed (checked against %s)", installed, CHECKED_VERSIONS)
+        return False
+    from fhir_core.fhirabstractmodel import FHIRAbstractModel
+
+    current = FHIRAbstractModel.__dict__["reject_null_complex_elements"]
+    if isinstance(current, classmethod) and current.__func__ is _reject_null_fast:
+        return True
+    _original = current.__func__
+    FHIRAbstractModel.reject_null_complex_elements = classmethod(_reject_null_fast)  # type: ignore[method-assign,assignment]
+    return True
+
+
+def original() -> Callable[[Any, Any], Any] | None:
+    """The replaced check (for the equivalence test)."""
+    return _original
