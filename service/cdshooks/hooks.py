@@ -137,9 +137,10 @@ class CdsHooks:
     async def _prefetch(self, call: HookCall) -> Prefetched:
         keys = call.service.prefetch
         got = read_prefetch(call.request.prefetch, keys)
-        if got.missing and self.state.stored is not None and self.state.stored_max_age_s > 0:
-            # cds-hooks.md §11.8: fresh stored state stands in for the absent keys (no FHIR query, no 412); the
-            # request's own resources win on equal type and id
+        if self.state.stored is not None and self.state.stored_max_age_s > 0:
+            # cds-hooks.md §11.8: the call is evaluated over the patient's fresh stored state (from /ingest or
+            # Kafka), the request's own resources winning on equal type and id; it also stands in for absent keys
+            # (no FHIR query, no 412)
             since = time.time() - self.state.stored_max_age_s
             stored = await asyncio.to_thread(self.state.stored, call.patient, since)
             if stored:

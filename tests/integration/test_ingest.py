@@ -264,6 +264,27 @@ def test_hooks_use_fresh_stored_state_for_absent_keys(client: httpx.Client) -> N
     assert summaries[0] == summaries[1] and summaries[0]
 
 
+def test_hooks_evaluate_a_full_prefetch_over_the_stored_state(client: httpx.Client) -> None:
+    """cds-hooks.md §11.8: "a hook call evaluates the request's prefetch and draft orders over that state": a
+    resource that arrived through /ingest and that the EHR's prefetch lacks (every key present) is used too."""
+    bundle = _bundle()
+    pid = _patient(bundle)
+    service = "/cds-services/oligocds-patient-view"
+    # every declared key present (`null`: no data of that kind), so no key is missing and nothing else applies
+    declared = client.get("/cds-services").json()["services"]
+    keys = {k for s in declared if s["id"] == "oligocds-patient-view" for k in s["prefetch"]}
+    full = {**dict.fromkeys(keys), **_full_prefetch(bundle)}
+    lacking = json.loads(json.dumps(full))
+    observations = lacking["Observation"]["entry"]
+    dropped = observations.pop(0)["resource"]
+    assert dropped["resourceType"] == "Observation"
+    before = client.post(service, json=_patient_view(pid, lacking)).json()["cards"]  # nothing stored yet
+    _ingest(client, bundle)
+    answers = [client.post(service, json=_patient_view(pid, p)).json()["cards"] for p in (full, lacking)]
+    summaries = [sorted(c["summary"] for c in cards) for cards in (before, *answers)]
+    assert summaries[1] == summaries[2] != summaries[0]
+
+
 def test_stored_state_is_not_used_when_the_setting_is_zero(
     settings: Settings, engine: RulesEngine, tmp_path: Path
 ) -> None:
