@@ -127,6 +127,7 @@ async def _body(request: Request) -> bytes:
 
 
 @router.get("")
+@router.get("/", include_in_schema=False)  # the same answer with a trailing slash (no redirect a client may not follow)
 async def discovery(request: Request) -> Response:
     """CDS Services discovery, generated from the service declarations."""
     rs = request.app.state.container.current_runner().ruleset

@@ -149,6 +149,8 @@ def test_discovery_is_generated_from_the_declarations(client: httpx.Client) -> N
         assert service["prefetch"]["BodyStructure"] == "BodyStructure?patient={{context.patientId}}"
         ruleset = service["extension"]["org.oligocds.ruleset"]
         assert ruleset == {"name": rules["name"], "version": rules["version"], "digest": rules["digest"]}
+    slash = client.get("/cds-services/")  # answered as is, not redirected
+    assert slash.status_code == 200 and slash.json() == response.json()
 
 
 # --- patient-view ---------------------------------------------------------------------------------------
