@@ -36,6 +36,8 @@ SECONDARY_ICD10 = {
     "C79.9": None,
     "C79.89": None,
 }
+# primaries "metastatic to bone" (fhir-mapping §4.1): they set a bone metastasis and the primary
+PRECOORDINATED_SNOMED = frozenset({"712849003", "424887002"})
 DIFFUSE_ORGANS = frozenset({"bone-marrow", "pleura", "peritoneum"})
 DIFFUSE_ICD10 = frozenset({"C79.32"})  # leptomeningeal: organ brain, diffuse (fhir-mapping §4.1)
 VISCERAL_ORGANS = frozenset({"lung", "liver", "brain", "adrenal", "pleura", "peritoneum", "other-visceral"})
@@ -128,6 +130,10 @@ def organ_bucket(organ: str) -> str:
     """The organ as `assessment.organs` / `lesions[].organ` show it: the §4.1 buckets (`other-visceral` is ours, to
     know it is visceral, and shows as `other`)."""
     return "other" if organ == "other-visceral" else organ
+
+
+def is_precoordinated(code: object) -> bool:
+    return any(system == SNOMED and value in PRECOORDINATED_SNOMED for system, value in codings(code))
 
 
 def secondary_organ(code: object) -> tuple[bool, str | None]:

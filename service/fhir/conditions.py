@@ -47,6 +47,7 @@ class Metastasis:
     diffuse: bool = False  # carcinomatosis, leptomeningeal or marrow disease (codes.is_diffuse)
     sided_sites: tuple[tuple[str, str | None], ...] = ()  # (SNOMED body site, its laterality qualifier or None)
     site_label: str | None = None  # the body site in words, e.g. "left shaft of femur"
+    precoordinated: bool = False  # set by a primary "metastatic to bone" code (codes.PRECOORDINATED_SNOMED)
 
     @property
     def lower_bound(self) -> int:
@@ -229,7 +230,16 @@ def read_conditions(
                 issues.append(
                     InputIssue("unsupported-resource", "primary_site", f"{rid(cond)}: cancer code not recognised")
                 )
-    return primaries, mets, fractures
+    return primaries, _without_redundant_precoordinated(mets), fractures
+
+
+def _without_redundant_precoordinated(mets: list[Metastasis]) -> list[Metastasis]:
+    """A primary coded "metastatic to bone" (712849003, 424887002) says that bone metastases exist; it sets a bone
+    metastasis of its own only when no bone metastasis Condition records them (fhir-mapping §4.1). Next to one it
+    is the same disease, not another lesion (clinical-rules §3.1: count lesions, not Condition resources)."""
+    if not any(m.organ == "bone" and m.active and not m.precoordinated for m in mets):
+        return mets
+    return [m for m in mets if not m.precoordinated]
 
 
 def _metastasis(cond: Resource, organ: str | None, code: object) -> Metastasis:
@@ -249,6 +259,7 @@ def _metastasis(cond: Resource, organ: str | None, code: object) -> Metastasis:
         regional=regional,
         onset=dx_date(cond),
         diffuse=codes.is_diffuse(organ, code),
+        precoordinated=codes.is_precoordinated(code) and not _has_profile(cond, SECONDARY_PROFILE),
         sided_sites=sided_body_sites(cond),
         site_label=site_label(cond),
     )
