@@ -106,21 +106,19 @@ def za_renal_facts(
             Fact("scr_baseline_mg_dl", None, FactStatus.CONFLICTING, sources, baseline.effective),
             unknown("za_renal_deterioration", ("scr_baseline_mg_dl",)),
         ]
+    known_baseline = known("scr_baseline_mg_dl", float(baseline.value), (baseline.source,), baseline.effective)
     current_day = [r for r in after if r.effective == latest.effective]
     if len({float(r.value) for r in current_day}) > 1 or (
         latest.effective is not None and latest.effective < as_of - timedelta(days=stale_days)
     ):
-        return [
-            known("scr_baseline_mg_dl", float(baseline.value), (baseline.source,), baseline.effective),
-            unknown("za_renal_deterioration", ("scr_current_mg_dl",)),
-        ]
+        return [known_baseline, unknown("za_renal_deterioration", ("scr_current_mg_dl",))]
     met_before = any(_withhold(*_pair(baseline, r, si or {})) for r in after)
     base, current, unit = _pair(baseline, latest, si or {})
     deteriorated = _withhold(base, current, unit) or (met_before and not _at_least(1.10 * base, current))
     sources = (baseline.source, latest.source)
     course = f"{base:g} → {current:g} {unit}" + (", compared with the label's µmol/L figures" if unit != MG_DL else "")
     return [
-        known("scr_baseline_mg_dl", float(baseline.value), (baseline.source,), baseline.effective),
+        known_baseline,
         known("za_scr_current", float(latest.value), (latest.source,), latest.effective),
         known("za_renal_deterioration", deteriorated, sources, latest.effective),
         known("za_scr_course", course, sources, latest.effective),
