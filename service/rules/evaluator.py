@@ -214,7 +214,9 @@ class _State:
     def _could_hold(self, cond: Condition, values: Mapping[str, Any]) -> bool:
         """False when `cond` is false whatever value its open derived facts turn out to have (omdState open
         between `oligometastatic` and `unknown` cannot make a `polymetastatic` condition true)."""
-        names = [n for n in dict.fromkeys(facts_of(cond)) if n in self.open_values and values.get(n) is None]
+        if not self.open_values:
+            return True
+        names = [n for n in _names(cond) if n in self.open_values and values.get(n) is None]
         if not names:
             return True
         for combination in itertools.product(*(self.open_values[n] for n in names)):
