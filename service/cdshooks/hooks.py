@@ -166,8 +166,9 @@ class CdsHooks:
 
     def _cards(self, call: HookCall, prefetched: Prefetched) -> list[dict[str, Any]]:
         sent = self._selected(call)
-        drafts = orders.as_drafts(sent, call.patient)
         resources = [r for rs in prefetched.resources.values() for r in rs]
+        held = (r.get("id") for r in resources if r.get("resourceType") == "MedicationRequest")
+        drafts = orders.as_drafts(sent, call.patient, (i for i in held if isinstance(i, str)))
         result = self._result(call, bundle(resources, drafts))
         if result is None:
             return []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import re
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,19 +69,40 @@ def selected_requests(draft_orders: Mapping[str, Any], selections: Sequence[str]
     return requests
 
 
-def as_drafts(requests: Sequence[Resource], patient: str) -> list[Resource]:
-    """The client's orders as the drafts of `patient` that are evaluated."""
-    return [_as_draft(r, patient, i) for i, r in enumerate(requests)]
+def as_drafts(requests: Sequence[Resource], patient: str, taken: Iterable[str] = ()) -> list[Resource]:
+    """The client's orders as the drafts of `patient` that are evaluated. `taken`: the MedicationRequest ids the
+    call already holds (prefetch, stored state), which a draft without id must not take over."""
+    used = {*taken, *(r["id"] for r in requests if _has_id(r))}
+    drafts = []
+    for index, request in enumerate(requests):
+        draft = _as_draft(request, patient)
+        if not _has_id(draft):
+            draft["id"] = _free_name(f"draft-{index + 1}", used)
+            used.add(draft["id"])
+        drafts.append(draft)
+    return drafts
 
 
-def _as_draft(request: Resource, patient: str, index: int = 0) -> Resource:
+def _has_id(resource: Resource) -> bool:
+    return isinstance(resource.get("id"), str) and bool(resource["id"])
+
+
+def _free_name(name: str, used: set[str]) -> str:
+    """`name`, or `name-2`, `name-3` … when a resource of the call has that id (a draft replaces a resource of the
+    same type and id: an invented id must never replace the patient's own order)."""
+    candidate, n = name, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def _as_draft(request: Resource, patient: str) -> Resource:
     """An unsigned order is a draft whatever status the client gave it; an order without subject is the
     context patient's (order-select sends incomplete orders, §4); one without id is named `draft-<n>` (its place
-    in draftOrders) for the evaluation only — no action can name it."""
+    in draftOrders, made unique in the call) for the evaluation only — no action can name it."""
     draft = copy.deepcopy(request)
     draft["status"] = "draft"
-    if not (isinstance(draft.get("id"), str) and draft["id"]):
-        draft["id"] = f"draft-{index + 1}"
     draft.setdefault("subject", {"reference": patient})
     return draft
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from service.domain.result import Issue, Recommendation, RulesetInfo
 from service.fhir.careplan import care_plan as build_care_plan
+from service.fhir.careplan import code_coding
 from service.fhir.util import LOCAL
 
 REVIEW_URL = "https://doi.org/10.3390/curroncol32040226"
@@ -42,16 +43,17 @@ def uuid5_text(namespace: bytes, name: str) -> str:
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+ASSESSMENT_TOPIC = {"system": LOCAL, "code": "oligometastatic-assessment", "display": "OMD assessment"}
+
+
 def short(text: str, limit: int = 139) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _source(label_rule: str, ruleset: RulesetInfo, code: str, display: str, url: str | None) -> dict[str, Any]:
-    source: dict[str, Any] = {
-        "label": f"OligoCDS {label_rule}, ruleset {ruleset.version}",
-        "topic": {"system": LOCAL, "code": code, "display": display},
-    }
+def _source(label_rule: str, ruleset: RulesetInfo, topic: dict[str, str], url: str | None) -> dict[str, Any]:
+    """`topic` is a Coding: the code's own display, the same for every patient (the card's summary says the rest)."""
+    source: dict[str, Any] = {"label": f"OligoCDS {label_rule}, ruleset {ruleset.version}", "topic": topic}
     if url:
         source["url"] = url
     return source
@@ -79,7 +81,7 @@ def recommendation_card(
         "summary": short(rec.summary),
         "detail": rec.detail + why,
         "indicator": rec.indicator,
-        "source": _source(rec.rule, ruleset, rec.code, short(rec.summary, 100), rec.source_url),
+        "source": _source(rec.rule, ruleset, code_coding(rec.code), rec.source_url),
         "extension": {
             "org.oligocds.ruleset": _ruleset_ext(ruleset),
             "org.oligocds.explanation": {
@@ -160,7 +162,7 @@ def summary_card(
         "summary": short(summary),
         "detail": "\n".join(lines),
         "indicator": "info",
-        "source": _source("OMD-01", ruleset, "oligometastatic-assessment", "OMD assessment", REVIEW_URL),
+        "source": _source("OMD-01", ruleset, ASSESSMENT_TOPIC, REVIEW_URL),
         "extension": {"org.oligocds.ruleset": _ruleset_ext(ruleset)},
     }
     if care_plan.get("activity"):

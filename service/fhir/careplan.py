@@ -50,7 +50,7 @@ def care_plan(
 def _activity(rec: Recommendation) -> dict[str, Any]:
     detail: dict[str, Any] = {
         "kind": rec.activity,
-        "code": {"coding": [_coding(rec.code)], "text": rec.summary},
+        "code": {"coding": [code_coding(rec.code)], "text": rec.summary},
         "status": "not-started",
         "description": rec.summary,
     }
@@ -60,6 +60,7 @@ def _activity(rec: Recommendation) -> dict[str, Any]:
     return {"detail": detail}
 
 
-def _coding(code: str) -> dict[str, str]:
+def code_coding(code: str) -> dict[str, str]:
+    """A recommendation code as a Coding of the local system, with its constant display (catalogue.CODE_DISPLAY)."""
     display = CODE_DISPLAY.get(code)
     return {"system": LOCAL, "code": code, **({"display": display} if display else {})}

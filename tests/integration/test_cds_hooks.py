@@ -21,6 +21,7 @@ from service.cdshooks.fetch import HttpFhirFetcher
 from service.cdshooks.hooks import CdsHooks
 from service.cdshooks.prefetch import Resource
 from service.config import Settings
+from service.domain.catalogue import CODE_DISPLAY
 from tests.conformance.test_cds_hooks_payloads import assert_no_empty, assert_valid_response
 from tests.server import running_server
 
@@ -171,6 +172,16 @@ def test_omd_patient_gets_summary_card_first_with_a_care_plan(client: httpx.Clie
     assert indicators == sorted(indicators) and "mdt-review" in {code_of(c) for c in got}
 
 
+def test_card_topics_are_codings_with_the_codes_own_display(client: httpx.Client) -> None:
+    """cds-hooks.md §6 (R115): `source.topic` is a Coding {local system, recommendation code, display}; a Coding's
+    display is the code's, the same for every patient, not the card's patient-specific summary."""
+    got = cards(client, PV, hook_request("patient-view", omd_prefetch([crcl(45)])))
+    for card in got[1:]:
+        topic = card["source"]["topic"]
+        assert topic["display"] == CODE_DISPLAY[topic["code"]] != card["summary"]
+    assert got[0]["source"]["topic"]["code"] == "oligometastatic-assessment"
+
+
 def test_patient_id_bare_or_prefixed_gives_the_same_cards(client: httpx.Client) -> None:
     bare = cards(client, PV, hook_request("patient-view", omd_prefetch()))
     prefixed = cards(client, PV, hook_request("patient-view", omd_prefetch(), patientId="Patient/example-1"))
@@ -278,6 +289,16 @@ def test_double_antiresorptive_offers_removal_of_either_draft(client: httpx.Clie
     removed = {s["actions"][0]["resourceId"] for s in double["suggestions"]}
     assert removed == {"MedicationRequest/za-draft", "MedicationRequest/dmab-draft"}
     assert not any(s["isRecommended"] for s in double["suggestions"])
+
+
+def test_a_draft_without_id_never_takes_over_an_order_of_the_record(client: httpx.Client) -> None:
+    """A draft without an id is named `draft-<n>` for the evaluation; when the patient's record holds a
+    MedicationRequest with that id (an active denosumab), the draft gets another name instead of replacing it, so
+    BMA-06 still sees both drugs (clinical-rules §6.6; contract.md: nothing is lost)."""
+    active = draft("draft-1", "993449", "denosumab", status="active")
+    za = {k: v for k, v in ZA.items() if k != "id"}
+    got = cards(client, ORDERS, hook_request("order-sign", omd_prefetch([active]), orders=[za]))
+    assert "double-antiresorptive" in {code_of(c) for c in got}
 
 
 # --- errors ---------------------------------------------------------------------------------------------
