@@ -176,7 +176,14 @@ class CdsHooks:
             return list(result["cards"])
         readable = orders.readable(drafts, sent)
         mine = [(card, orders.concerned(card, readable)) for card in result["cards"]]
-        return [orders.for_orders(card, about) for card, about in mine if about]
+        chosen = [orders.for_orders(card, about) for card, about in mine if about]
+        # the summary card (its detail lists the open issues, cds-hooks.md §6) when an input that a rule about the
+        # drafted drugs needs is missing, stale or conflicting, or a draft could not be read: the order cannot be
+        # fully checked, and the person signing it must know
+        summary = next((c for c in result["cards"] if orders.is_summary(c)), None)
+        if summary is not None and orders.open_for(result["issues"], readable, len(drafts) - len(readable)):
+            chosen.insert(0, orders.with_unreadable(summary, result["issues"]))
+        return chosen
 
     def _selected(self, call: HookCall) -> list[Resource]:
         """The draft orders the hook is about, as the client sent them (order-select: only `selections`)."""

@@ -18,6 +18,7 @@ from service.fhir.util import rid
 Resource = dict[str, Any]
 
 ZOLEDRONIC_ACID = "77655"  # RxNorm ingredient
+DRAFT_TYPE = "MedicationRequest"
 BMA = frozenset({"bisphosphonate", "denosumab"})
 # The rules that concern an ordered drug class (§4); their cards show for an order of that class.
 RULE_DRUGS: Mapping[str, frozenset[str]] = {
@@ -150,6 +151,34 @@ def concerned(card: Mapping[str, Any], orders: Sequence[DraftOrder]) -> list[Dra
         return [o for o in orders if o.classes & RULE_DRUGS[why["rule"]]]
     # Medication facts cite the records of their drug class; `o.classes` keeps an unclassified order out regardless.
     return [o for o in orders if o.reference in why.get("evidence", ()) and o.classes]
+
+
+OPEN_CODES = frozenset({"missing-input", "stale-input", "conflicting-input"})
+
+
+def is_summary(card: Mapping[str, Any]) -> bool:
+    return "org.oligocds.explanation" not in card.get("extension", {})
+
+
+def open_for(issues: Sequence[Mapping[str, Any]], orders: Sequence[DraftOrder], unreadable: int) -> bool:
+    """True when a draft could not be read, or an open input blocks a rule about a drafted drug class."""
+    if unreadable:
+        return True
+    rules = {rule for rule, drugs in RULE_DRUGS.items() if any(o.classes & drugs for o in orders)}
+    return any(i.get("code") in OPEN_CODES and rules & set(i.get("rules", ())) for i in issues)
+
+
+def with_unreadable(summary: Mapping[str, Any], issues: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The summary card, naming the draft orders that are not valid FHIR and so were not checked (the Bundle-level
+    `invalid-value` issues are not in the per-patient card)."""
+    found = [str(i.get("detail")) for i in issues if i.get("code") == "invalid-value" and i.get("input") == DRAFT_TYPE]
+    if not found:
+        return dict(summary)
+    lines = "\n".join(f"- {detail}" for detail in found)
+    return {
+        **summary,
+        "detail": f"{summary.get('detail', '')}\n\n**Draft orders not checked (not valid FHIR):**\n{lines}",
+    }
 
 
 def for_orders(card: Mapping[str, Any], orders: Sequence[DraftOrder]) -> dict[str, Any]:

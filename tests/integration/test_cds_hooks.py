@@ -129,6 +129,11 @@ def code_of(card: dict[str, Any]) -> str:
     return str(card["source"]["topic"]["code"])
 
 
+def about_orders(got: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The recommendation cards of an order hook, without the summary card that lists the open inputs."""
+    return [c for c in got if code_of(c) != "oligometastatic-assessment"]
+
+
 # --- discovery ----------------------------------------------------------------------------------------
 
 
@@ -228,7 +233,11 @@ def test_no_cancer_no_cards(client: httpx.Client) -> None:
 
 def test_order_sign_zoledronic_acid_at_crcl_25_is_critical_with_removal(client: httpx.Client) -> None:
     request = hook_request("order-sign", omd_prefetch([crcl(25)]), orders=[ZA, AMOXICILLIN])
-    got = cards(client, ORDERS, request)
+    every = cards(client, ORDERS, request)
+    # no calcium result: BMA-02's hypercalcaemia check and BMA-04 cannot decide for the drafted zoledronic acid, so
+    # the summary card comes first and lists the open inputs (cds-hooks.md §6)
+    assert code_of(every[0]) == "oligometastatic-assessment" and "ca_corrected_mg_dl (BMA-02" in every[0]["detail"]
+    got = about_orders(every)
     assert got[0]["indicator"] == "critical" and code_of(got[0]) == "zoledronic-acid-not-recommended"
     card = got[0]
     assert card["extension"]["org.oligocds.draftOrders"] == ["MedicationRequest/za-draft"]
@@ -253,32 +262,66 @@ def test_order_select_uses_only_the_selected_orders(client: httpx.Client) -> Non
     selected_amox = hook_request("order-select", prefetch, [ZA, AMOXICILLIN], selections=["MedicationRequest/amox-1"])
     assert cards(client, ORDERS, selected_amox) == []
     selected_za = hook_request("order-select", prefetch, [ZA, AMOXICILLIN], selections=["MedicationRequest/za-draft"])
-    got = cards(client, ORDERS, selected_za)
+    got = about_orders(cards(client, ORDERS, selected_za))
     assert code_of(got[0]) == "zoledronic-acid-not-recommended" and got[0]["indicator"] == "critical"
 
 
 def test_signed_status_in_draft_orders_still_counts_as_a_draft(client: httpx.Client) -> None:
     active = draft("za-draft", "77655", "zoledronic acid", status="active")
-    got = cards(client, ORDERS, hook_request("order-sign", omd_prefetch([crcl(25)]), orders=[active]))
+    got = about_orders(cards(client, ORDERS, hook_request("order-sign", omd_prefetch([crcl(25)]), orders=[active])))
     assert got[0]["indicator"] == "critical" and got[0]["suggestions"][0]["actions"][0]["type"] == "delete"
 
 
 def test_draft_order_replaces_the_prefetched_copy(client: httpx.Client) -> None:
     prefetched = draft("za-draft", "77655", "zoledronic acid", status="active")
     prefetched["authoredOn"] = "2026-01-01"
-    got = cards(client, ORDERS, hook_request("order-sign", omd_prefetch([crcl(25), prefetched]), orders=[ZA]))
+    got = about_orders(
+        cards(client, ORDERS, hook_request("order-sign", omd_prefetch([crcl(25), prefetched]), orders=[ZA]))
+    )
     assert "data-conflict" not in {code_of(c) for c in got} and got[0]["indicator"] == "critical"
 
 
 def test_invalid_draft_order_is_skipped(client: httpx.Client) -> None:
     broken = {**ZA, "id": "za draft with spaces"}
     got = cards(client, ORDERS, hook_request("order-sign", omd_prefetch([crcl(25)]), orders=[broken]))
-    assert got == []  # the evaluator reports it as an invalid-value issue; no card names or removes it
+    # not checked, and the person signing must know: only the summary card, listing the invalid-value issue; no
+    # card names or removes the unreadable order
+    (summary,) = got
+    assert code_of(summary) == "oligometastatic-assessment"
+    assert "Draft orders not checked" in summary["detail"] and "za draft with spaces" in summary["detail"]
+
+
+def test_order_hooks_send_the_summary_card_only_when_an_input_for_the_drafted_drug_is_open(
+    client: httpx.Client,
+) -> None:
+    """cds-hooks.md §6: one summary card listing the open inputs, plus the relevant recommendation cards. On an
+    order hook it comes only when the drafted drug cannot be fully checked: here CrCl (BMA-02) is missing, so a
+    zoledronic acid order gets it; with CrCl and calcium known it does not."""
+    missing = cards(client, ORDERS, hook_request("order-sign", omd_prefetch(), orders=[ZA]))
+    assert code_of(missing[0]) == "oligometastatic-assessment" and "crcl (BMA-02" in missing[0]["detail"]
+    labs = [crcl(75)]
+    for rid, loinc, value, unit in (
+        ("ca-1", "17861-6", 9.4, "mg/dL"),
+        ("alb-1", "1751-7", 4.0, "g/dL"),
+        ("scr-1", "2160-0", 0.9, "mg/dL"),
+    ):
+        labs.append(
+            {
+                **crcl(0),
+                "id": rid,
+                "code": {"coding": [{"system": "http://loinc.org", "code": loinc}]},
+                "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit},
+            }
+        )
+    complete = cards(client, ORDERS, hook_request("order-sign", omd_prefetch(labs), orders=[ZA]))
+    assert "oligometastatic-assessment" not in {code_of(c) for c in complete}
+    # an order of no drug the rules concern gets nothing, whatever is open
+    assert cards(client, ORDERS, hook_request("order-sign", omd_prefetch(), orders=[AMOXICILLIN])) == []
 
 
 def test_order_without_subject_is_the_context_patients(client: httpx.Client) -> None:
     bare = {k: v for k, v in ZA.items() if k != "subject"}
-    got = cards(client, ORDERS, hook_request("order-sign", omd_prefetch([crcl(25)]), orders=[bare]))
+    got = about_orders(cards(client, ORDERS, hook_request("order-sign", omd_prefetch([crcl(25)]), orders=[bare])))
     assert got[0]["indicator"] == "critical"
 
 
