@@ -373,9 +373,13 @@ def _input_issue(i: InputIssue) -> Issue:
     return Issue(i.code, i.input, i.rules, i.detail)
 
 
+JOINED_DETAILS = frozenset({"invalid-value", "derived-input"})
+
+
 def _merge_issues(issues: list[Issue]) -> list[Issue]:
-    """One entry per (issue code, input), listing every rule (clinical-rules.md §1.1); invalid values keep each
-    offending value in the detail ("; "-separated), other codes the first detail."""
+    """One entry per (issue code, input), listing every rule (clinical-rules.md §1.1); invalid and derived values
+    keep each finding in the detail ("; "-separated: every offending value, every lesion whose value was derived),
+    other codes the first detail."""
     merged: dict[tuple[str, str], Issue] = {}
     for issue in issues:
         key = (issue.code, issue.input)
@@ -385,7 +389,7 @@ def _merge_issues(issues: list[Issue]) -> list[Issue]:
             continue
         rules = old.rules + tuple(r for r in issue.rules if r not in old.rules)
         detail = old.detail
-        if issue.code == "invalid-value" and issue.detail not in old.detail.split("; "):
+        if issue.code in JOINED_DETAILS and issue.detail not in old.detail.split("; "):
             detail = f"{old.detail}; {issue.detail}"
         merged[key] = Issue(old.code, old.input, rules, detail)
     return sorted(merged.values(), key=lambda i: (i.code, i.input))

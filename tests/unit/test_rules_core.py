@@ -310,3 +310,18 @@ def test_known_false_raises_nothing(container: Container) -> None:
     # Not metastatic: every rule is ruled out by known facts, so no missing-input at all for OMD/MDT rules.
     _, out = run(container, has_active_distant_met=False, n_mets_reported=False, n_mets=0, history_polymetastatic=None)
     assert not [i for i in out.issues if {"OMD-CLASS", "MDT-01", "MDT-02", "MDT-03"} & set(i.rules)]
+
+
+def test_derived_values_of_several_lesions_are_all_listed_in_one_issue() -> None:
+    # clinical-rules §1.1: derived values are listed with `derived-input`, one entry per (code, fact): every lesion
+    # whose Mirels site was derived is named, not only the first
+    from service.domain.result import Issue
+    from service.rules.evaluator import _merge_issues
+
+    first = Issue("derived-input", "mirels", ("SURG-MIRELS",), "Mirels site of Condition/m1 taken from its body site")
+    second = Issue("derived-input", "mirels", ("SURG-MIRELS",), "Mirels site of Condition/m2 taken from its body site")
+    (merged,) = _merge_issues([first, second, first])
+    assert merged.detail == f"{first.detail}; {second.detail}"
+    missing = [Issue("missing-input", "ecog", (rule,), f"ecog: unknown ({rule})") for rule in ("SABR-01", "OMD-02")]
+    (one,) = _merge_issues(missing)
+    assert one.rules == ("SABR-01", "OMD-02") and one.detail == missing[0].detail
