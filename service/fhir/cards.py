@@ -141,7 +141,8 @@ def summary_card(
     counted = f"{n if n is not None else 'unknown'}{'' if count['exact'] else '+'} lesions in {organs} organs"
     summary = {
         "oligometastatic": f"Oligometastatic disease: {counted} (1–5 = OMD, review definition)",
-        "possible": f"Possible oligometastatic disease: at least {n} lesions in {organs} organs; confirm the lesion count",
+        "possible": f"Possible oligometastatic disease: at least {n} lesions in {organs} organs; "
+        "confirm the lesion count",
         "polymetastatic": f"Polymetastatic disease: {counted} (more than 5 or diffuse)",
     }.get(state, f"Metastatic disease, oligometastatic status unknown ({counted})")
     lines = [
