@@ -6,10 +6,13 @@ thread; the rules run on the engine's owner thread.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
+
+import orjson
 
 from service.domain.assessment import assessment, class_answers
 from service.domain.facts import InputIssue, PatientFacts
@@ -51,10 +54,25 @@ class Evaluator:
     def evaluate_patient(
         self, group: PatientResources, as_of: date, duplicates: tuple[str, ...] = ()
     ) -> dict[str, Any]:
-        pf = patient_facts(group.patient, group.resources, as_of, self.options, duplicates)
+        resources = [_with_content_id(r) if _needs_id(r) else r for r in group.resources]
+        pf = patient_facts(group.patient, resources, as_of, self.options, duplicates)
         runner = self.runner()
         outcome = self.engine.call(runner.evaluate, pf)
         return render(pf, outcome, runner, self.canonical_base)
+
+
+def _needs_id(resource: dict[str, Any]) -> bool:
+    """Not a Patient (an id-less Patient is keyed by its fullUrl) and without an id."""
+    rid = resource.get("id")
+    return resource.get("resourceType") != "Patient" and not (isinstance(rid, str) and rid)
+
+
+def _with_content_id(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource sent without id (valid in a collection Bundle, and not named by a `urn:` fullUrl) with an id of
+    its content for the evaluation: two such metastasis Conditions stay two lesions with two references in the
+    evidence and the CarePlan, instead of one "Condition/None". The same content always gets the same id."""
+    body = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    return {**resource, "id": f"sha256-{hashlib.sha256(body).hexdigest()[:24]}"}
 
 
 def render(pf: PatientFacts, outcome: RuleResults, runner: RuleRunner, canonical_base: str) -> dict[str, Any]:

@@ -142,9 +142,11 @@ class Ingestor:
         return list(changed)
 
     def evaluate(self, tx: StoreTx, patient: str, day: date) -> dict[str, Any] | None:
-        """The patient's result from the stored state; None when nothing is stored for them."""
+        """The patient's result from the stored state; None when nothing is stored for them and never was. A
+        patient whose last resource was deleted, withdrawn (entered-in-error) or moved away is evaluated over the
+        empty state, so the stored and published result no longer shows what was removed."""
         resources = tx.resources(patient)
-        if not resources:
+        if not resources and tx.result(patient) is None:
             return None
         return self.evaluator.evaluate_patient(PatientResources(patient, tuple(resources)), day)
 

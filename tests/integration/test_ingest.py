@@ -166,6 +166,28 @@ def test_delete_entry_and_entered_in_error_remove_a_resource(client: httpx.Clien
     assert _stored(client, pid).json()["assessment"] == base["assessment"]
 
 
+def test_a_patient_whose_last_resource_is_removed_is_evaluated_again(client: httpx.Client) -> None:
+    """docs/streaming.md merge rules 1 and 4: a deleted or withdrawn resource is gone, also from the stored (and
+    published) result when it was the patient's last one; the result is the empty record's, not the old one."""
+    condition = copy.deepcopy(_metastasis_entry(_bundle()))
+    condition["resource"]["id"] = "lonely-met"
+    condition["resource"]["subject"] = {"reference": "Patient/lonely"}
+    condition.pop("fullUrl", None)
+    before = _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [condition]})
+    assert [lesion["condition"] for lesion in before["assessment"]["lesions"]] == ["Condition/lonely-met"]
+    delete = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"request": {"method": "DELETE", "url": "Condition/lonely-met"}}],
+    }
+    response = client.post("/ingest", content=json.dumps(delete), headers=FHIR)
+    assert response.status_code == 200, response.text
+    (answered,) = response.json()["results"]
+    stored = _stored(client, "lonely").json()
+    for result in (answered, stored):
+        assert result["assessment"]["lesions"] == [] and result["assessment"]["omdState"] == "not-applicable"
+
+
 def test_a_resource_that_moves_to_another_patient_leaves_the_first_one(client: httpx.Client) -> None:
     bundle, pid, base, extra = _with_extra_metastasis(client, "moving-met")
     # The same Condition id, now recorded for another patient (a corrected patient link).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Any
 
@@ -48,3 +49,17 @@ def test_the_dq06_issue_names_the_inputs_the_copies_made_conflicting(container: 
     (result,) = container.evaluator.evaluate_json(bundle(), date(2026, 11, 26))
     dq06 = [(i["code"], i["input"]) for i in result["issues"] if "DQ-06" in i["rules"]]
     assert dq06 == [("conflicting-input", "duplicate_resource")]
+
+
+def test_resources_without_id_keep_a_reference_of_their_own(container: Container) -> None:
+    # A collection Bundle may hold resources without id (and without a urn fullUrl): two such metastases are two
+    # lesions with two references in the evidence and the CarePlan, never one "Condition/None"; the same content
+    # gets the same reference every time.
+    mets = [{k: v for k, v in metastasis(site).items() if k != "id"} for site in ("280849005", "61032001")]
+    bundle = collection([*breast_patient(), *mets])
+    (first,) = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    (again,) = container.evaluator.evaluate_json(bundle, date(2026, 11, 26))
+    lesions = [lesion["condition"] for lesion in first["assessment"]["lesions"]]
+    assert len(set(lesions)) == 2 and not any(ref.endswith("/None") for ref in lesions)
+    assert "None" not in json.dumps(first["carePlan"])
+    assert lesions == [lesion["condition"] for lesion in again["assessment"]["lesions"]]
