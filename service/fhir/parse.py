@@ -187,7 +187,37 @@ def _validation_error(resource: Resource, where: str) -> str | None:
         return _describe(exc.errors(include_url=False), where)
     except (ValueError, TypeError, RecursionError) as exc:  # bad input must never become a 500
         return f"{where}: not valid {resource['resourceType']} ({type(exc).__name__})"
-    return None
+    return _status_error(resource, where)
+
+
+# FHIR R4 `status` codes (required bindings, which the R4B models do not check): a resource with another status
+# is not valid R4, and is reported instead of being left out silently by the fact readers.
+STATUS_CODES: Mapping[str, frozenset[str]] = {
+    "Observation": frozenset(
+        {"registered", "preliminary", "final", "amended", "corrected", "cancelled", "entered-in-error", "unknown"}
+    ),
+    "MedicationRequest": frozenset(
+        {"active", "on-hold", "cancelled", "completed", "entered-in-error", "stopped", "draft", "unknown"}
+    ),
+    "MedicationStatement": frozenset(
+        {"active", "completed", "entered-in-error", "intended", "stopped", "on-hold", "unknown", "not-taken"}
+    ),
+    "MedicationAdministration": frozenset(
+        {"in-progress", "not-done", "on-hold", "completed", "entered-in-error", "stopped", "unknown"}
+    ),
+    "Procedure": frozenset(
+        {"preparation", "in-progress", "not-done", "on-hold", "stopped", "completed", "entered-in-error", "unknown"}
+    ),
+    "ServiceRequest": frozenset({"draft", "active", "on-hold", "revoked", "completed", "entered-in-error", "unknown"}),
+}
+
+
+def _status_error(resource: Resource, where: str) -> str | None:
+    codes = STATUS_CODES.get(resource["resourceType"])
+    status = resource.get("status")
+    if codes is None or status is None or status in codes:
+        return None  # a missing status is the model's to refuse (it is required where R4 requires it)
+    return f"{where}.status: {status!r} is not a FHIR R4 {resource['resourceType']} status"
 
 
 def _describe(errors: Sequence[ErrorDetails], where: str) -> str:

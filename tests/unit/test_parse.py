@@ -116,6 +116,16 @@ def test_a_wrongly_typed_status_names_the_element() -> None:
     assert details(parsed) == ["Bundle.entry[1].resource.status: Input should be a valid string (got 5)"]
 
 
+def test_a_status_outside_the_r4_codes_is_an_invalid_value_not_a_silent_drop() -> None:
+    # FHIR R4 binds `status` to a required value set, which the R4B models do not check: "not-a-status" is reported
+    # (the sender did send an ECOG, so "missing" alone would mislead) and the resource is not used
+    parsed = read_bundle(bundle(patient(), observation("bad", status="not-a-status"), observation("ok")))
+    assert details(parsed) == ["Bundle.entry[1].resource.status: 'not-a-status' is not a FHIR R4 Observation status"]
+    assert groups(parsed) == {"Patient/p1": ["Patient/p1", "Observation/ok"]}
+    for status in ("registered", "preliminary", "amended", "corrected", "cancelled", "entered-in-error", "unknown"):
+        assert not read_bundle(bundle(patient(), observation("s", status=status))).issues, status
+
+
 def test_nested_errors_get_a_dotted_fhir_path() -> None:
     component = {"code": {"text": "x"}, "valueQuantity": {"value": "many"}}
     parsed = read_bundle(bundle(patient(), observation("bad", component=[component])))
