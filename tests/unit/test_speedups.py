@@ -88,3 +88,38 @@ def test_a_null_in_a_list_is_still_refused_with_the_original_message() -> None:
 
     with pytest.raises(ValidationError, match="None is not allowed as an element of coding"):
         Observation.model_validate({"resourceType": "Observation", "status": "final", "code": {"coding": [None]}})
+
+
+def _after_outcome(check: Any, instance: Any) -> Any:
+    try:
+        return ("same object", check(instance) is instance)
+    except (ValueError, ValidationError) as exc:
+        return ("error", type(exc).__name__, str(exc))
+
+
+@pytest.mark.parametrize("cls", _classes(), ids=lambda c: c.__qualname__)
+def test_the_after_check_is_skipped_only_where_the_original_checks_nothing(cls: type[FHIRAbstractModel]) -> None:
+    original = speedups.original_after()
+    assert original is not None
+    rng = random.Random(cls.__qualname__)
+    empty = cls.model_construct()
+    choices = [name for names in empty.get_one_of_many_fields().values() for name in names]
+    required = [name for name, _ in empty.get_required_fields()]
+    instances = [empty]
+    for _ in range(20):  # random choice elements set (none, one or several) and required primitives set or not
+        fields = {n: "x" for n in rng.sample(choices, min(len(choices), rng.randint(0, 2)))}
+        fields |= {cls.get_alias_mapping().get(n, n): "x" for n in required if rng.random() < 0.5}
+        instances.append(cls.model_construct(**fields))
+    for instance in instances:
+        # the lists the fast form keys on are the class's, whatever the instance holds
+        assert instance.get_required_fields() == empty.get_required_fields()
+        assert instance.get_one_of_many_fields() == empty.get_one_of_many_fields()
+        assert _after_outcome(speedups._after_fast, instance) == _after_outcome(original, instance)
+
+
+def test_a_choice_element_given_twice_is_still_refused() -> None:
+    from fhir.resources.R4B.observation import Observation
+
+    body = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}, "valueInteger": 1}
+    with pytest.raises(ValidationError, match="Any of one field value is expected"):
+        Observation.model_validate({**body, "valueString": "a"})
