@@ -146,15 +146,22 @@ def _with_extra_metastasis(client: httpx.Client, rid: str) -> tuple[Json, str, J
     return bundle, pid, base, extra
 
 
-def test_delete_entry_and_entered_in_error_remove_a_resource(client: httpx.Client) -> None:
-    _, pid, base, extra = _with_extra_metastasis(client, "extra-met")
+def _delete(client: httpx.Client, reference: str) -> Json:
+    """POST /ingest of a transaction with one DELETE entry; the response body."""
     delete = {
         "resourceType": "Bundle",
         "type": "transaction",
-        "entry": [{"request": {"method": "DELETE", "url": "Condition/extra-met"}}],
+        "entry": [{"request": {"method": "DELETE", "url": reference}}],
     }
     response = client.post("/ingest", content=json.dumps(delete), headers=FHIR)
     assert response.status_code == 200, response.text
+    body: Json = response.json()
+    return body
+
+
+def test_delete_entry_and_entered_in_error_remove_a_resource(client: httpx.Client) -> None:
+    _, pid, base, extra = _with_extra_metastasis(client, "extra-met")
+    _delete(client, "Condition/extra-met")
     assert _without_time(_stored(client, pid).json())["assessment"] == base["assessment"]
     # The same Condition again, then withdrawn as entered-in-error.
     _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [extra]})
@@ -175,14 +182,7 @@ def test_a_patient_whose_last_resource_is_removed_is_evaluated_again(client: htt
     condition.pop("fullUrl", None)
     before = _ingest(client, {"resourceType": "Bundle", "type": "collection", "entry": [condition]})
     assert [lesion["condition"] for lesion in before["assessment"]["lesions"]] == ["Condition/lonely-met"]
-    delete = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [{"request": {"method": "DELETE", "url": "Condition/lonely-met"}}],
-    }
-    response = client.post("/ingest", content=json.dumps(delete), headers=FHIR)
-    assert response.status_code == 200, response.text
-    (answered,) = response.json()["results"]
+    (answered,) = _delete(client, "Condition/lonely-met")["results"]
     stored = _stored(client, "lonely").json()
     for result in (answered, stored):
         assert result["assessment"]["lesions"] == [] and result["assessment"]["omdState"] == "not-applicable"
