@@ -165,7 +165,11 @@ class CdsHooks:
         return got
 
     def _cards(self, call: HookCall, prefetched: Prefetched) -> list[dict[str, Any]]:
-        sent = self._selected(call)
+        chosen_orders = self._selected(call)
+        # a draft that names another patient is not this call's (§4: the context patient's orders): not checked,
+        # and no card may offer to change it
+        sent = [r for r in chosen_orders if orders.for_patient(r, call.patient)]
+        foreign = [r for r in chosen_orders if not orders.for_patient(r, call.patient)]
         resources = [r for rs in prefetched.resources.values() for r in rs]
         held = (r.get("id") for r in resources if r.get("resourceType") == "MedicationRequest")
         drafts = orders.as_drafts(sent, call.patient, (i for i in held if isinstance(i, str)))
@@ -181,8 +185,10 @@ class CdsHooks:
         # drafted drugs needs is missing, stale or conflicting, or a draft could not be read: the order cannot be
         # fully checked, and the person signing it must know
         summary = next((c for c in result["cards"] if orders.is_summary(c)), None)
-        if summary is not None and orders.open_for(result["issues"], readable, len(drafts) - len(readable)):
-            chosen.insert(0, orders.with_unreadable(summary, result["issues"]))
+        if summary is not None and (
+            foreign or orders.open_for(result["issues"], readable, len(drafts) - len(readable))
+        ):
+            chosen.insert(0, orders.with_unreadable(summary, result["issues"], foreign))
         return chosen
 
     def _selected(self, call: HookCall) -> list[Resource]:

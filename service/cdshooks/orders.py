@@ -13,7 +13,7 @@ from typing import Any
 from service.domain.dosing import zoledronic_acid_dose_mg
 from service.fhir.medications import medication_uses
 from service.fhir.parse import BundleError, read_bundle
-from service.fhir.util import rid
+from service.fhir.util import ref_id, rid
 
 Resource = dict[str, Any]
 
@@ -168,16 +168,25 @@ def open_for(issues: Sequence[Mapping[str, Any]], orders: Sequence[DraftOrder], 
     return any(i.get("code") in OPEN_CODES and rules & set(i.get("rules", ())) for i in issues)
 
 
-def with_unreadable(summary: Mapping[str, Any], issues: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The summary card, naming the draft orders that are not valid FHIR and so were not checked (the Bundle-level
-    `invalid-value` issues are not in the per-patient card)."""
+def for_patient(request: Resource, patient: str) -> bool:
+    """The order names no subject (the context patient's) or names `patient` ("Patient/<id>")."""
+    subject = request.get("subject")
+    return subject is None or ref_id(subject) == patient
+
+
+def with_unreadable(
+    summary: Mapping[str, Any], issues: Sequence[Mapping[str, Any]], foreign: Sequence[Resource] = ()
+) -> dict[str, Any]:
+    """The summary card, naming the draft orders that were not checked: not valid FHIR (the Bundle-level
+    `invalid-value` issues are not in the per-patient card), or for another patient than the context's."""
     found = [str(i.get("detail")) for i in issues if i.get("code") == "invalid-value" and i.get("input") == DRAFT_TYPE]
+    found += [f"{rid(r)}: for {ref_id(r.get('subject'))}, not the context patient" for r in foreign]
     if not found:
         return dict(summary)
     lines = "\n".join(f"- {detail}" for detail in found)
     return {
         **summary,
-        "detail": f"{summary.get('detail', '')}\n\n**Draft orders not checked (not valid FHIR):**\n{lines}",
+        "detail": f"{summary.get('detail', '')}\n\n**Draft orders not checked:**\n{lines}",
     }
 
 

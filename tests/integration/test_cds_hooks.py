@@ -291,6 +291,15 @@ def test_invalid_draft_order_is_skipped(client: httpx.Client) -> None:
     assert "Draft orders not checked" in summary["detail"] and "za draft with spaces" in summary["detail"]
 
 
+def test_a_draft_for_another_patient_is_not_checked_nor_offered_for_removal(client: httpx.Client) -> None:
+    """cds-hooks.md §4: draftOrders are the context patient's orders. One that names another patient is not
+    evaluated for this patient and no card offers to delete it; the summary card says it was not checked."""
+    other = {**ZA, "subject": {"reference": "Patient/someone-else"}}
+    got = cards(client, ORDERS, hook_request("order-sign", omd_prefetch([crcl(25)]), orders=[other]))
+    assert [code_of(c) for c in got] == ["oligometastatic-assessment"]
+    assert "MedicationRequest/za-draft: for Patient/someone-else" in got[0]["detail"]
+
+
 def test_order_hooks_send_the_summary_card_only_when_an_input_for_the_drafted_drug_is_open(
     client: httpx.Client,
 ) -> None:
