@@ -63,7 +63,7 @@ def fact_options(settings: Settings) -> FactOptions:
         stale_renal_days=settings.stale_renal_days,
         systemic_includes_endocrine=settings.systemic_includes_endocrine,
         systemic_lookback_days=settings.systemic_lookback_days,
-        adt_lookback_days=settings.adt_lookback_days,
+        adt_lookback_months=settings.adt_lookback_months,
         dental_exam_months=settings.dental_exam_months,
     )
 

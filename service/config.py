@@ -55,7 +55,7 @@ class Settings(BaseSettings):
     pathfx_probability: float = Field(0.5, ge=0, le=1)
     systemic_includes_endocrine: bool = True
     systemic_lookback_days: int = Field(90, ge=0)
-    adt_lookback_days: int = Field(183, ge=0)
+    adt_lookback_months: int = Field(6, ge=0)  # ORIOLE "no ADT within 6 months": calendar months, like §2.4
     dental_exam_months: int = Field(6, ge=0)  # BMA-05: a dental examination this recent counts
     trial_pattern_activity: bool = False
     surgtech_long_months: float = Field(12, ge=0)

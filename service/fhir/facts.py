@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date
 
 from service.domain.catalogue import PUBLIC_FACTS, public_name
 from service.domain.facts import Fact, FactStatus, InputIssue, LesionFacts, PatientFacts, known, unknown
@@ -42,7 +42,7 @@ class FactOptions:
     stale_renal_days: int = 30
     systemic_includes_endocrine: bool = True
     systemic_lookback_days: int = 90
-    adt_lookback_days: int = 183
+    adt_lookback_months: int = 6
     dental_exam_months: int = 6
 
 
@@ -456,7 +456,7 @@ def _medication_facts(pf: PatientFacts, uses: list[MedicationUse], as_of: date, 
         facts.append(known("on_systemic_therapy_at_omd_dx", bool(on), tuple(u.resource for u in on)))
     else:
         facts.append(unknown("on_systemic_therapy_at_omd_dx", ("omd_dx_date",)))
-    recent = classes_between(uses, as_of - timedelta(days=options.adt_lookback_days), as_of)
+    recent = classes_between(uses, add_months(as_of, -options.adt_lookback_months), as_of)
     adt_uses = tuple(u.resource for u in uses if "adt" in u.classes)
     facts.append(known("adt_last_6_months", "adt" in recent, adt_uses))
     facts.append(known("adt_ever", "adt" in classes_ever(uses), adt_uses))

@@ -437,3 +437,23 @@ def test_calcium_in_substance_units_is_read() -> None:
     """LOINC 2000-8 (Calcium [Moles/volume], mmol/L) is total calcium like 17861-6: 2.0 mmol/L = 8.016 mg/dL."""
     (reading,) = lab_readings(ObsIndex([_obs("ca", "2000-8", 2.0, "mmol/L")]), [])["calcium_mg_dl"]
     assert reading.value == 8.016
+
+
+@pytest.mark.parametrize(("given", "recent"), [("2026-02-28", True), ("2026-02-27", False)])
+def test_adt_within_six_calendar_months(given: str, recent: bool) -> None:
+    """ORIOLE/STOMP "no ADT within 6 months" [KNOW] in calendar months, like the other 6-month windows (clinical-rules
+    §2.4, BMA-05): as of 31 August, 28 February is within and 27 February is not."""
+    from service.fhir.facts import FactOptions, patient_facts
+
+    dose = {
+        "resourceType": "MedicationAdministration",
+        "id": "leu-1",
+        "status": "completed",
+        "subject": {"reference": "Patient/p1"},
+        "medicationCodeableConcept": {
+            "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "42375"}]
+        },
+        "effectiveDateTime": given,
+    }
+    pf = patient_facts("Patient/p1", [{"resourceType": "Patient", "id": "p1"}, dose], date(2026, 8, 31), FactOptions())
+    assert pf.value("adt_last_6_months") is recent
