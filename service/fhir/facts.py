@@ -454,6 +454,10 @@ def _medication_facts(pf: PatientFacts, uses: list[MedicationUse], as_of: date, 
             if u.classes & systemic and u.classes & classes_on([u], omd_day, options.systemic_lookback_days)
         ]
         facts.append(known("on_systemic_therapy_at_omd_dx", bool(on), tuple(u.resource for u in on)))
+    elif not any(u.classes & systemic for u in uses):
+        # the medication list is closed-world (clinical-rules §2.6): with no systemic therapy recorded at all the
+        # answer is "no" whatever the OMD date
+        facts.append(known("on_systemic_therapy_at_omd_dx", False))
     else:
         facts.append(unknown("on_systemic_therapy_at_omd_dx", ("omd_dx_date",)))
     recent = classes_between(uses, add_months(as_of, -options.adt_lookback_months), as_of)
