@@ -35,6 +35,7 @@ FACT_LABELS: dict[str, str] = {
     "duplicate_resource": "resources sent twice with the same id",
     "site_class": "body site of the lesion",
     "lesion_long_bone": "long bone of a limb (Mirels scope: from the body site, else the mirels-site component)",
+    "lesion_mirels_ge9": "Mirels score ≥ 9 (from the score, or from the known components when they decide it)",
     "mirels": "Mirels inputs (local code mirels-assessment: site, pain, lesion type, size)",
     "fracture": "fracture status of the lesion (local code fracture-status)",
     "crcl": "creatinine clearance, Cockcroft–Gault (LOINC 35591-7, or creatinine + weight + age + sex)",
@@ -116,6 +117,7 @@ PUBLIC_FACTS = frozenset(
 # Internal working facts → the §1.2 fact they stand for.
 ALIASES = {
     "lesion_mirels_score": "mirels",
+    "lesion_mirels_ge9": "mirels",
     "lesion_mirels_size": "mirels",
     "lesion_site_class": "site_class",
     "lesion_long_bone": "site_class",

@@ -170,9 +170,15 @@ def _solitary_bone(picture: CancerPicture) -> Fact:
     return unknown("solitary_bone_lesion", ("n_mets",))
 
 
+def _mirels_ge9(lesion: LesionFacts) -> bool | None:
+    """Mirels ≥ 9 for the lesion: from its score, or from the components when they decide it; None when open."""
+    fact = lesion.facts.get("lesion_mirels_ge9")
+    return bool(fact.value) if fact is not None and fact.usable else None
+
+
 def _needs_stabilisation(pf: PatientFacts) -> Fact:
     """SABR-01: any lesion with Mirels ≥ 9 or an actual fracture, or cord compression (SURG-MIRELS, SURG-FX)."""
-    hits = [lesion.condition for lesion in pf.lesions if (lesion.mirels_score or 0) >= 9 or lesion.fracture == "actual"]
+    hits = [lesion.condition for lesion in pf.lesions if _mirels_ge9(lesion) is True or lesion.fracture == "actual"]
     if pf.value("mscc_or_neuro_deficit") is True:
         hits.extend(pf.get("mscc_or_neuro_deficit").sources or ["mscc_or_neuro_deficit"])
     if hits:
@@ -185,7 +191,7 @@ def _needs_stabilisation(pf: PatientFacts) -> Fact:
         if lesion.organ != "bone" or lesion.fracture == "actual":
             continue
         in_scope = lesion.facts.get("lesion_long_bone")
-        if not (in_scope and in_scope.value is False) and lesion.mirels_score is None:
+        if not (in_scope and in_scope.value is False) and _mirels_ge9(lesion) is None:
             _open(open_inputs, lesion, "lesion_mirels_score", "mirels")
         if lesion.fracture is None:
             _open(open_inputs, lesion, "lesion_fracture", "fracture")

@@ -422,6 +422,7 @@ def mirels_facts(met: Metastasis, obs: ObsIndex, issues: list[InputIssue]) -> li
             _long_bone(met, None, issues),
             Fact("lesion_mirels_size", None, FactStatus.CONFLICTING, sources, when),
             Fact("lesion_mirels_score", None, FactStatus.CONFLICTING, sources, when),
+            unknown("lesion_mirels_ge9", ("lesion_mirels_score",), sources),
         ]
     facts.append(_long_bone(met, sources if "mirels-site" in parts else None, issues))
     if "mirels-size" in parts:
@@ -436,9 +437,30 @@ def mirels_facts(met: Metastasis, obs: ObsIndex, issues: list[InputIssue]) -> li
             derived = True
     if len(parts) < len(MIRELS_POINTS):
         missing = ", ".join(k for k in MIRELS_POINTS if k not in parts)
-        return [*facts, unknown("lesion_mirels_score", ("mirels",), sources), _note(met, missing)]
+        facts += [unknown("lesion_mirels_score", ("mirels",), sources), _note(met, missing)]
+        return [*facts, _mirels_ge9_bounded(parts, sources, when, derived)]
     score = sum(MIRELS_POINTS[k][v] for k, v in parts.items())
-    return [*facts, known("lesion_mirels_score", score, sources, when, derived=derived)]
+    return [
+        *facts,
+        known("lesion_mirels_score", score, sources, when, derived=derived),
+        known("lesion_mirels_ge9", score >= MIRELS_FIXATION, sources, when, derived=derived),
+    ]
+
+
+MIRELS_FIXATION = 9  # Mirels 1989: ≥ 9 impending fracture (clinical-rules §5.1)
+
+
+def _mirels_ge9_bounded(parts: dict[str, str], sources: tuple[str, ...], when: date | None, derived: bool) -> Fact:
+    """Mirels ≥ 9, decided from the known components when every value of the missing ones (1–3 points each) gives
+    the same answer: site, pain and lesion type all 3 is ≥ 9 whatever the size; 1 + 1 + 1 + missing is at most 6.
+    SURG-MIRELS itself still needs all four (§5.1); the rules that only compare with 9 (SURG-TECH, EBRT-PALL,
+    SABR-01's stabilisation) use this (clinical-rules §1.1: a condition already decided by known facts)."""
+    known_points = sum(MIRELS_POINTS[k][v] for k, v in parts.items())
+    missing = len(MIRELS_POINTS) - len(parts)
+    low, high = known_points + missing, known_points + 3 * missing
+    if low >= MIRELS_FIXATION or high < MIRELS_FIXATION:
+        return known("lesion_mirels_ge9", low >= MIRELS_FIXATION, sources, when, derived=derived)
+    return unknown("lesion_mirels_ge9", ("lesion_mirels_score",), sources)
 
 
 LONG_BONE = ("weight-bearing-long-bone", "other-long-bone")

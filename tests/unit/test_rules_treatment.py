@@ -46,6 +46,9 @@ def lesion(i: int, site: str, **facts: Any) -> LesionFacts:
         "lesion_painful": False,
     }
     values.update(facts)
+    score = facts.get("lesion_mirels_score")
+    if score is not None:  # as the reader does: the score decides "Mirels ≥ 9"
+        values.setdefault("lesion_mirels_ge9", score >= 9)
     return LesionFacts(
         condition=f"Condition/met-{i}",
         organ="bone",
