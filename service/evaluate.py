@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
-import orjson
-
 from service.domain.assessment import assessment, class_answers
 from service.domain.facts import InputIssue, PatientFacts
 from service.domain.result import Issue, Recommendation, RulesetInfo
@@ -21,6 +19,7 @@ from service.fhir.cards import cards
 from service.fhir.careplan import care_plan
 from service.fhir.facts import FactOptions, patient_facts
 from service.fhir.parse import ParsedBundle, PatientResources, parse_bundle, read_bundle
+from service.fhir.util import canonical, has_id
 from service.rules.engine import RulesEngine
 from service.rules.evaluator import RuleResults, RuleRunner
 
@@ -63,16 +62,14 @@ class Evaluator:
 
 def _needs_id(resource: dict[str, Any]) -> bool:
     """Not a Patient (an id-less Patient is keyed by its fullUrl) and without an id."""
-    rid = resource.get("id")
-    return resource.get("resourceType") != "Patient" and not (isinstance(rid, str) and rid)
+    return resource.get("resourceType") != "Patient" and not has_id(resource)
 
 
 def _with_content_id(resource: dict[str, Any]) -> dict[str, Any]:
     """A resource sent without id (valid in a collection Bundle, and not named by a `urn:` fullUrl) with an id of
     its content for the evaluation: two such metastasis Conditions stay two lesions with two references in the
     evidence and the CarePlan, instead of one "Condition/None". The same content always gets the same id."""
-    body = orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-    return {**resource, "id": f"sha256-{hashlib.sha256(body).hexdigest()[:24]}"}
+    return {**resource, "id": f"sha256-{hashlib.sha256(canonical(resource)).hexdigest()[:24]}"}
 
 
 def render(pf: PatientFacts, outcome: RuleResults, runner: RuleRunner, canonical_base: str) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from service.cdshooks.feedback import (
 from service.cdshooks.prefetch import NoFetcher, Prefetched, PrefetchFetcher, queries, read_prefetch
 from service.cdshooks.services import REQUIRED_KEYS, CdsService, declared, discovery
 from service.fhir.parse import FHIR_ID, BundleError
+from service.fhir.util import has_id
 
 log = logging.getLogger("oligocds.cdshooks")
 
@@ -213,8 +214,7 @@ def bundle(resources: Sequence[Resource], drafts: Sequence[Resource]) -> dict[st
     """One collection Bundle; a draft order replaces a prefetched copy with the same type and id."""
     chosen: dict[str, Resource] = {}
     for n, resource in enumerate([*resources, *drafts]):
-        rid = resource.get("id")
-        chosen[f"{resource.get('resourceType')}/{rid}" if isinstance(rid, str) and rid else f"#{n}"] = resource
+        chosen[f"{resource.get('resourceType')}/{resource['id']}" if has_id(resource) else f"#{n}"] = resource
     return {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": r} for r in chosen.values()]}
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from service.domain.dosing import zoledronic_acid_dose_mg
 from service.fhir.medications import medication_uses
 from service.fhir.parse import BundleError, read_bundle
-from service.fhir.util import ref_id, rid
+from service.fhir.util import has_id, ref_id, rid
 
 Resource = dict[str, Any]
 
@@ -54,8 +54,7 @@ class DraftOrder:
     @property
     def addressable(self) -> bool:
         """The client gave the order an id, so an action can name it (a delete or update of "…/None" cannot)."""
-        given = self.sent if self.sent is not None else self.resource
-        return isinstance(given.get("id"), str) and bool(given["id"])
+        return has_id(self.sent if self.sent is not None else self.resource)
 
 
 def selected_requests(draft_orders: Mapping[str, Any], selections: Sequence[str] | None) -> list[Resource]:
@@ -73,19 +72,15 @@ def selected_requests(draft_orders: Mapping[str, Any], selections: Sequence[str]
 def as_drafts(requests: Sequence[Resource], patient: str, taken: Iterable[str] = ()) -> list[Resource]:
     """The client's orders as the drafts of `patient` that are evaluated. `taken`: the MedicationRequest ids the
     call already holds (prefetch, stored state), which a draft without id must not take over."""
-    used = {*taken, *(r["id"] for r in requests if _has_id(r))}
+    used = {*taken, *(r["id"] for r in requests if has_id(r))}
     drafts = []
     for index, request in enumerate(requests):
         draft = _as_draft(request, patient)
-        if not _has_id(draft):
+        if not has_id(draft):
             draft["id"] = _free_name(f"draft-{index + 1}", used)
             used.add(draft["id"])
         drafts.append(draft)
     return drafts
-
-
-def _has_id(resource: Resource) -> bool:
-    return isinstance(resource.get("id"), str) and bool(resource["id"])
 
 
 def _free_name(name: str, used: set[str]) -> str:

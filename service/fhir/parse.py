@@ -32,6 +32,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from service.domain.facts import InputIssue
+from service.fhir.util import canonical, has_id
 
 Resource = dict[str, Any]
 
@@ -360,7 +361,7 @@ def _full_url_index(entries: Sequence[Any]) -> dict[str, str | None]:
 
 
 def _own_key(patient: Resource, full_url: Any) -> _Link:
-    if isinstance(patient.get("id"), str) and patient["id"]:
+    if has_id(patient):
         return _Link(f"Patient/{patient['id']}")
     if isinstance(full_url, str) and full_url:
         match = _REST_REF.search(full_url)
@@ -405,13 +406,8 @@ def _resolve(reference: str, declared_type: Any, index: Mapping[str, str | None]
 # Reading entries
 
 
-def _canonical(resource: Resource) -> bytes:
-    return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
-
-
 def _duplicate_key(resource: Resource) -> str | None:
-    rid = resource.get("id")
-    return f"{resource['resourceType']}/{rid}" if isinstance(rid, str) and rid else None
+    return f"{resource['resourceType']}/{resource['id']}" if has_id(resource) else None
 
 
 @dataclass(slots=True)
@@ -475,8 +471,8 @@ class _Reader:
         key = _duplicate_key(resource)
         if key is None or key not in self.copies:
             return False
-        mine = _canonical(resource)
-        return any(_canonical(copy) == mine for _, copy in self.copies[key])
+        mine = canonical(resource)
+        return any(canonical(copy) == mine for _, copy in self.copies[key])
 
     def _add(self, patient: str, resource: Resource) -> None:
         self.groups.setdefault(patient, []).append(resource)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import Any
+
+import orjson
 
 Resource = dict[str, Any]
 
@@ -90,6 +92,17 @@ def ref_id(reference: Any) -> str | None:
         return None
     parts = ref.split("/_history/")[0].rstrip("/").split("/")
     return "/".join(parts[-2:]) if len(parts) >= 2 else ref
+
+
+def has_id(resource: Mapping[str, Any]) -> bool:
+    """The resource carries an id (a non-empty string)."""
+    value = resource.get("id")
+    return isinstance(value, str) and bool(value)
+
+
+def canonical(resource: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of a resource: orjson with sorted keys (equality of content, content hashes)."""
+    return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
 
 
 def rid(resource: Resource) -> str:

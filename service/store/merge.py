@@ -35,8 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-
+from service.fhir.util import canonical
 from service.store.base import Merge
 
 CONDITION_VER_STATUS = "http://terminology.hl7.org/CodeSystem/condition-ver-status"
@@ -82,11 +81,6 @@ class Stored:
 class Decision:
     merge: Merge
     write: Write
-
-
-def canonical(resource: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of a resource: orjson with sorted keys."""
-    return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
 
 
 def resource_key(resource_type: str, resource_id: object, body: bytes) -> str:
