@@ -23,7 +23,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-CHECKED_VERSIONS = ("1.1.",)  # fhir-core releases whose reject_null_complex_elements this was compared with
+CHECKED_VERSIONS = ("1.1.",)  # fhir-core releases whose two validators these were compared with
 
 _original: Callable[[Any, Any], Any] | None = None
 _original_after: Callable[[Any], Any] | None = None
@@ -51,8 +51,8 @@ def _reject_null_fast(cls: Any, data: Any) -> Any:
 
 
 def install() -> bool:
-    """Put the fast check in place of the original; True when it is (also when it already was)."""
-    global _original
+    """Put the fast checks in place of the originals; True when they are (also when they already were)."""
+    global _original, _original_after
     try:
         installed = version("fhir-core")
     except PackageNotFoundError:
@@ -62,7 +62,6 @@ def install() -> bool:
         return False
     from fhir_core.fhirabstractmodel import FHIRAbstractModel
 
-    global _original_after
     current = FHIRAbstractModel.__dict__["reject_null_complex_elements"]
     if isinstance(current, classmethod) and current.__func__ is _reject_null_fast:
         return True
