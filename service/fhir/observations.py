@@ -438,21 +438,22 @@ def mirels_facts(met: Metastasis, obs: ObsIndex, issues: list[InputIssue]) -> li
     if len(parts) < len(MIRELS_POINTS):
         missing = ", ".join(k for k in MIRELS_POINTS if k not in parts)
         facts += [unknown("lesion_mirels_score", ("mirels",), sources), _note(met, missing)]
-        return [*facts, _mirels_ge9_bounded(parts, sources, when, derived)]
+        return [*facts, _mirels_ge9(parts, sources, when, derived)]
     score = sum(MIRELS_POINTS[k][v] for k, v in parts.items())
     return [
         *facts,
         known("lesion_mirels_score", score, sources, when, derived=derived),
-        known("lesion_mirels_ge9", score >= MIRELS_FIXATION, sources, when, derived=derived),
+        _mirels_ge9(parts, sources, when, derived),
     ]
 
 
 MIRELS_FIXATION = 9  # Mirels 1989: ≥ 9 impending fracture (clinical-rules §5.1)
 
 
-def _mirels_ge9_bounded(parts: dict[str, str], sources: tuple[str, ...], when: date | None, derived: bool) -> Fact:
-    """Mirels ≥ 9, decided from the known components when every value of the missing ones (1–3 points each) gives
-    the same answer: site, pain and lesion type all 3 is ≥ 9 whatever the size; 1 + 1 + 1 + missing is at most 6.
+def _mirels_ge9(parts: dict[str, str], sources: tuple[str, ...], when: date | None, derived: bool) -> Fact:
+    """Mirels ≥ 9: from the score when all four components are known, else decided from the known ones when every
+    value of the missing ones (1–3 points each) gives the same answer: site, pain and lesion type all 3 is ≥ 9
+    whatever the size; 1 + 1 + 1 + missing is at most 6.
     SURG-MIRELS itself still needs all four (§5.1); the rules that only compare with 9 (SURG-TECH, EBRT-PALL,
     SABR-01's stabilisation) use this (clinical-rules §1.1: a condition already decided by known facts)."""
     known_points = sum(MIRELS_POINTS[k][v] for k, v in parts.items())
